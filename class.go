@@ -1,0 +1,60 @@
+package cairn
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Class describes the objects of one namespace: how to construct an instance
+// and how to bring its schema up to date.
+//
+// An instance is whatever New returns. The runtime finds its handlers by
+// interface:
+//   - http.Handler receives requests sent with Stub.Fetch;
+//   - methods of the form `func (T) Name(ctx context.Context[, arg A]) ([R, ]error)`
+//     receive RPC calls by name, with JSON-encoded argument and result; an
+//     instance that implements RPCHandler receives them all instead;
+//   - AlarmHandler receives the object's alarm.
+//
+// The runtime delivers events to an instance one at a time (G3), so an
+// instance needs no locking of its own.
+type Class struct {
+	// New constructs an instance. It runs inside the activating turn, after
+	// migrations, and may read and write storage through st. It is
+	// required.
+	New func(st *State) (any, error)
+
+	// Migrations are applied in order, each once per object, on activation
+	// and inside the activating turn (G10). Append only: never edit or
+	// reorder a migration that has shipped.
+	Migrations []Migration
+}
+
+// Migration is one step of a class's schema. SQL, if set, runs first as user
+// SQL (it may hold several statements); then Func, if set.
+type Migration struct {
+	SQL  string
+	Func func(ctx context.Context, st *State) error
+}
+
+// RPCHandler receives RPC calls on an instance that wants to dispatch them
+// itself. arg is the JSON-encoded argument ("null" if none); the result is
+// JSON-encoded for the caller. Returning an error rolls back the turn's
+// writes.
+type RPCHandler interface {
+	RPC(ctx context.Context, method string, arg json.RawMessage) (any, error)
+}
+
+// AlarmHandler receives the object's alarm. Returning an error (or
+// panicking) rolls back the handler's writes and schedules a retry with
+// exponential backoff, up to the runtime's AlarmRetries.
+type AlarmHandler interface {
+	Alarm(ctx context.Context, a AlarmInfo) error
+}
+
+// AlarmInfo describes one delivery of an alarm.
+type AlarmInfo struct {
+	Scheduled  time.Time // when the alarm was set to fire
+	RetryCount int       // 0 on the first delivery
+}

@@ -1,0 +1,659 @@
+package cairn
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// object is the in-memory shell of one object. Its instance (store and user
+// value) is created by the first turn and dropped on eviction or reset.
+//
+// The turn is a FIFO token (G3): a goroutine runs an event's handler once
+// it holds the token. Everything under "owned by the token holder" is
+// touched only by the goroutine holding it; the token's hand-over through
+// o.mu gives the happens-before edges.
+//
+// Lock order: Runtime.mu, then object.mu, then object.syncMu. None is held
+// across I/O.
+type object struct {
+	rt  *Runtime
+	ns  *Namespace
+	ref ObjectRef
+
+	refs     atomic.Int32  // events in progress; incremented only under rt.mu
+	lastUsed atomic.Int64  // unix nanoseconds of the last event's end
+	lru      *list.Element // guarded by rt.mu
+
+	usageDirty                      atomic.Bool
+	requests, rowsRead, rowsWritten atomic.Int64
+	bytes                           atomic.Int64
+
+	mu      sync.Mutex // guards held and waiters
+	held    bool
+	waiters []*waiter
+
+	// Owned by the token holder.
+	inst         *instance
+	gen          uint64 // incremented each time the instance is dropped
+	open         *group // group collecting turns, not yet committed
+	last         *group // newest group, open or committed; written under mu
+	groupTurns   int
+	alarmTouched bool      // a turn of the open group wrote the alarm
+	hintAt       time.Time // what the catalog's alarm index holds for us
+
+	// The sync pipeline: committed groups waiting to be durable.
+	syncMu   sync.Mutex
+	syncQ    []syncItem
+	syncing  bool
+	syncIdle chan struct{} // closed when the syncer stops; nil if none ran
+	syncErr  error         // sticky: the store must be dropped
+}
+
+type waiter struct {
+	ch      chan struct{}
+	granted bool
+}
+
+// instance is an activated object: its open store and user value.
+type instance struct {
+	store Store
+	value any
+	st    *State
+}
+
+// group is a set of turns whose writes share one commit. Their outputs are
+// released together when it is durable (G5).
+type group struct {
+	done  chan struct{}
+	err   error
+	turns int
+	start time.Time
+}
+
+func newGroup() *group { return &group{done: make(chan struct{})} }
+
+// completedGroup is the group a turn waits on when nothing was ever written.
+var completedGroup = func() *group { g := newGroup(); close(g.done); return g }()
+
+func (g *group) finish(err error) {
+	g.err = err
+	close(g.done)
+}
+
+// wait blocks until g is durable or ctx ends.
+func (g *group) wait(ctx context.Context) error {
+	select {
+	case <-g.done:
+		return g.err
+	default:
+	}
+	select {
+	case <-g.done:
+		return g.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type syncItem struct {
+	g    *group
+	info CommitInfo
+	ok   bool // false: nothing to sync, complete in order
+}
+
+// acquire takes the turn token, waiting in FIFO order.
+func (o *object) acquire(ctx context.Context) error {
+	o.mu.Lock()
+	if !o.held {
+		o.held = true
+		o.mu.Unlock()
+		return nil
+	}
+	w := &waiter{ch: make(chan struct{})}
+	o.waiters = append(o.waiters, w)
+	o.mu.Unlock()
+	select {
+	case <-w.ch:
+		return nil
+	case <-ctx.Done():
+	}
+	o.mu.Lock()
+	if w.granted {
+		o.mu.Unlock()
+		o.unlock() // we were handed the token as we gave up: pass it on
+		return ctx.Err()
+	}
+	for i, x := range o.waiters {
+		if x == w {
+			copy(o.waiters[i:], o.waiters[i+1:])
+			o.waiters[len(o.waiters)-1] = nil
+			o.waiters = o.waiters[:len(o.waiters)-1]
+			break
+		}
+	}
+	o.mu.Unlock()
+	return ctx.Err()
+}
+
+// unlock gives up the token. If nobody waits (or the group is full) it
+// first commits the open group, so that no output stays parked with nobody
+// left to commit it.
+func (o *object) unlock() {
+	for {
+		o.mu.Lock()
+		if o.open == nil || (len(o.waiters) > 0 && o.groupTurns < o.rt.MaxGroupTurns) {
+			if len(o.waiters) > 0 {
+				w := o.waiters[0]
+				copy(o.waiters, o.waiters[1:])
+				o.waiters[len(o.waiters)-1] = nil
+				o.waiters = o.waiters[:len(o.waiters)-1]
+				w.granted = true
+				close(w.ch)
+			} else {
+				o.held = false
+			}
+			o.mu.Unlock()
+			return
+		}
+		o.mu.Unlock()
+		o.commit()
+	}
+}
+
+// joinGroup returns the group the current turn's output waits on: the open
+// group if the store has uncommitted writes, else the newest group.
+func (o *object) joinGroup() *group {
+	if o.inst != nil && o.inst.store.Dirty() {
+		if o.open == nil {
+			o.open = newGroup()
+			o.mu.Lock()
+			o.last = o.open
+			o.mu.Unlock()
+		}
+		o.groupTurns++
+		o.open.turns++
+		return o.open
+	}
+	if o.last == nil {
+		return completedGroup
+	}
+	return o.last
+}
+
+// commit commits the open group locally and hands it to the sync pipeline.
+// Token holder only.
+func (o *object) commit() {
+	g := o.open
+	if g == nil {
+		return
+	}
+	o.open = nil
+	o.groupTurns = 0
+	inst := o.inst
+	if inst == nil {
+		g.finish(errReset)
+		return
+	}
+	g.start = time.Now()
+	if err := o.syncAlarmHintBefore(); err != nil {
+		g.finish(fmt.Errorf("commit %s: alarm index: %w", o.ref.ID, err))
+		o.reset()
+		return
+	}
+	info, ok, err := inst.store.Commit()
+	if err != nil {
+		g.finish(fmt.Errorf("commit %s: %w", o.ref.ID, err))
+		o.reset()
+		return
+	}
+	o.syncAlarmHintAfter()
+	o.bytes.Store(inst.store.Bytes())
+	o.rt.metrics.commits.Add(1)
+	o.rt.metrics.commitTurns.Add(int64(g.turns))
+	o.enqueueSync(syncItem{g: g, info: info, ok: ok})
+}
+
+func (o *object) enqueueSync(it syncItem) {
+	o.syncMu.Lock()
+	if o.syncErr != nil {
+		err := o.syncErr
+		o.syncMu.Unlock()
+		it.g.finish(err)
+		return
+	}
+	if o.rt.fastCommit && !o.syncing && len(o.syncQ) == 0 {
+		o.syncMu.Unlock()
+		o.rt.metrics.commitNanos.Add(int64(time.Since(it.g.start)))
+		it.g.finish(nil)
+		return
+	}
+	o.syncQ = append(o.syncQ, it)
+	if !o.syncing {
+		o.syncing = true
+		o.syncIdle = make(chan struct{})
+		go o.syncLoop(o.inst.store)
+	}
+	o.syncMu.Unlock()
+}
+
+// syncLoop makes queued commits durable, oldest first, one Committer call
+// covering every commit queued so far (group commit across groups).
+func (o *object) syncLoop(s Store) {
+	for {
+		o.syncMu.Lock()
+		batch := o.syncQ
+		o.syncQ = nil
+		if len(batch) == 0 {
+			o.syncing = false
+			close(o.syncIdle)
+			o.syncMu.Unlock()
+			return
+		}
+		err := o.syncErr
+		o.syncMu.Unlock()
+
+		var last CommitInfo
+		var any bool
+		for _, it := range batch {
+			if it.ok {
+				last, any = it.info, true
+			}
+		}
+		if err == nil && any {
+			if derr := o.rt.Committer.Durable(context.Background(), o.ref, s, last); derr != nil {
+				err = fmt.Errorf("sync %s: %w", o.ref.ID, derr)
+				o.syncMu.Lock()
+				o.syncErr = err
+				o.syncMu.Unlock()
+			}
+		}
+		now := time.Now()
+		for _, it := range batch {
+			o.rt.metrics.commitNanos.Add(int64(now.Sub(it.g.start)))
+			it.g.finish(err)
+		}
+	}
+}
+
+// waitSync waits until the sync pipeline is idle.
+func (o *object) waitSync() {
+	o.syncMu.Lock()
+	ch := o.syncIdle
+	o.syncMu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+// reset drops the instance; the next event activates a fresh one from
+// storage (G5). Token holder only. The open group, if any, fails.
+func (o *object) reset() {
+	if o.open != nil {
+		o.open.finish(errReset)
+		o.open = nil
+		o.groupTurns = 0
+	}
+	if o.inst != nil {
+		o.waitSync()
+		if err := o.inst.store.Close(); err != nil {
+			o.rt.Logger.Error("close store", "object", o.ref.ID.String(), "err", err)
+		}
+		o.inst.st.cur = nil
+		o.inst = nil
+	}
+	o.syncMu.Lock()
+	o.syncErr = nil
+	o.syncMu.Unlock()
+	o.mu.Lock()
+	o.last = nil // every earlier group is finished: waitSync above
+	o.mu.Unlock()
+	o.gen++
+	o.alarmTouched = false
+	o.hintAt = time.Time{}
+	o.rt.metrics.resets.Add(1)
+}
+
+// close closes an evicted object. Nobody holds a reference.
+func (o *object) close() {
+	o.waitSync()
+	if o.inst != nil {
+		if err := o.inst.store.Close(); err != nil {
+			o.rt.Logger.Error("close store", "object", o.ref.ID.String(), "err", err)
+		}
+		o.inst = nil
+	}
+}
+
+// done drops a reference taken by Runtime.get.
+func (o *object) done() {
+	o.lastUsed.Store(o.rt.Now().UnixNano())
+	o.usageDirty.Store(true)
+	o.refs.Add(-1)
+	o.rt.drain.Done()
+}
+
+// syncAlarmHintBefore makes sure, before a commit that sets or advances the
+// alarm, that the catalog's index points at this object early enough.
+func (o *object) syncAlarmHintBefore() error {
+	if !o.alarmTouched {
+		return nil
+	}
+	a, ok, err := o.inst.store.Alarm()
+	if err != nil {
+		return err
+	}
+	if ok && (o.hintAt.IsZero() || a.At.Before(o.hintAt)) {
+		if err := o.rt.engine.HintAlarm(o.ref, a.At); err != nil {
+			return err
+		}
+		o.hintAt = a.At
+		o.rt.pokeAlarms()
+	}
+	return nil
+}
+
+// syncAlarmHintAfter moves the hint later or clears it once the commit that
+// did so is in.
+func (o *object) syncAlarmHintAfter() {
+	if !o.alarmTouched {
+		return
+	}
+	o.alarmTouched = false
+	a, ok, err := o.inst.store.Alarm()
+	if err != nil {
+		return // the hint stays early: a spurious check fixes it
+	}
+	var at time.Time
+	if ok {
+		at = a.At
+	}
+	if at.Equal(o.hintAt) {
+		return
+	}
+	if err := o.rt.engine.ClearAlarm(o.ref.ID, at); err != nil {
+		o.rt.Logger.Warn("alarm index", "object", o.ref.ID.String(), "err", err)
+		return
+	}
+	o.hintAt = at
+}
+
+// turn is one event being handled.
+type turn struct {
+	o       *object
+	ctx     context.Context
+	gen     uint64
+	holding bool // holds the token
+	stale   bool // the instance was dropped while the turn was released
+	txDepth int
+	reset   bool // drop the instance after this turn
+	rows    Counters
+}
+
+// activate creates the instance: opens the store, runs migrations and the
+// class constructor, inside the current turn.
+func (o *object) activate(t *turn) (err error) {
+	store, err := o.rt.engine.OpenStore(t.ctx, o.ref, StoreOptions{
+		MaxBytes:      o.rt.Limits.MaxObjectBytes,
+		MaxSQLLen:     o.rt.Limits.MaxSQLBytes,
+		MaxValueBytes: o.rt.Limits.MaxValueBytes,
+	})
+	if err != nil {
+		return fmt.Errorf("activate %s: %w", o.ref.ID, err)
+	}
+	inst := &instance{store: store}
+	inst.st = &State{o: o, inst: inst, cur: t}
+	o.inst = inst
+	store.BeginTurn()
+	fail := func(err error) error {
+		store.EndTurn(false)
+		store.Close()
+		o.inst = nil
+		return fmt.Errorf("activate %s: %w", o.ref.ID, err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fail(panicError(p))
+		}
+	}()
+	if ms := o.ns.class.Migrations; len(ms) > 0 {
+		v, err := store.SchemaVersion()
+		if err != nil {
+			return fail(err)
+		}
+		if v > len(ms) {
+			return fail(Errorf(Internal, "object schema version %d is newer than the class's %d migrations", v, len(ms)))
+		}
+		for i := v; i < len(ms); i++ {
+			m := ms[i]
+			if m.SQL != "" {
+				if _, err := inst.st.Exec(m.SQL); err != nil {
+					return fail(fmt.Errorf("migration %d: %w", i+1, err))
+				}
+			}
+			if m.Func != nil {
+				if err := m.Func(t.ctx, inst.st); err != nil {
+					return fail(fmt.Errorf("migration %d: %w", i+1, err))
+				}
+			}
+		}
+		if v < len(ms) {
+			if err := store.SetSchemaVersion(len(ms)); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	value, err := o.ns.class.New(inst.st)
+	if err != nil {
+		return fail(err)
+	}
+	if value == nil {
+		return fail(Errorf(Internal, "class of namespace %q: New returned nil", o.ns.name))
+	}
+	inst.value = value
+	if err := store.EndTurn(true); err != nil {
+		store.Close()
+		o.inst = nil
+		return fmt.Errorf("activate %s: %w", o.ref.ID, err)
+	}
+	// Heal the alarm index: the object's own alarm is the truth.
+	if a, ok, err := store.Alarm(); err == nil && ok {
+		if err := o.rt.engine.HintAlarm(o.ref, a.At); err == nil {
+			o.hintAt = a.At
+			o.rt.pokeAlarms()
+		}
+	}
+	o.bytes.Store(store.Bytes())
+	o.rt.metrics.activations.Add(1)
+	return nil
+}
+
+// panicError turns a recovered panic into an error for the caller; the stack
+// goes to the log, not to the caller.
+type panicErr struct {
+	val   any
+	stack []byte
+}
+
+func (p *panicErr) Error() string { return fmt.Sprintf("handler panicked: %v", p.val) }
+
+func panicError(p any) error { return &panicErr{val: p, stack: debug.Stack()} }
+
+// run delivers one event: it takes the turn, activates the instance if
+// needed, calls fn inside a savepoint, ends the turn and waits for the
+// output gate. fn's error rolls back the turn's writes.
+func (o *object) run(ctx context.Context, fn func(t *turn, inst *instance) error) (err error) {
+	if err := o.acquire(ctx); err != nil {
+		return err
+	}
+	start := time.Now()
+	o.requests.Add(1)
+	t := &turn{o: o, holding: true}
+	t.ctx = context.WithValue(ctx, turnKey{}, t)
+	o.syncMu.Lock()
+	broken := o.syncErr != nil
+	o.syncMu.Unlock()
+	if broken {
+		o.reset()
+	}
+	if o.inst == nil {
+		if err := o.activate(t); err != nil {
+			o.rt.Logger.Error("activate", "namespace", o.ref.Namespace, "object", o.ref.ID.String(), "err", err)
+			o.unlock()
+			o.rt.metrics.turnsFailed.Add(1)
+			return err
+		}
+	}
+	t.gen = o.gen
+	inst := o.inst
+	inst.st.cur = t
+	inst.store.BeginTurn()
+
+	herr := callHandler(func() error { return fn(t, inst) })
+	if pe, ok := herr.(*panicErr); ok {
+		o.rt.Logger.Error("handler panicked; object reset", "namespace", o.ref.Namespace, "object", o.ref.ID.String(), "panic", fmt.Sprint(pe.val), "stack", string(pe.stack))
+		t.reset = true
+	}
+	var g *group
+	if t.holding {
+		if !t.stale {
+			for t.txDepth > 0 { // a panic inside Transaction left it open
+				inst.store.EndTx(false)
+				t.txDepth--
+			}
+			if eerr := inst.store.EndTurn(herr == nil); eerr != nil {
+				herr = eerr
+				t.reset = true
+			}
+			inst.st.cur = nil
+		}
+		g = o.joinGroup()
+		if t.reset && o.gen == t.gen {
+			o.commit()
+			o.reset()
+		}
+		o.unlock()
+	} else {
+		g = o.lastGroup()
+	}
+	o.addRows(t.rows)
+	o.rt.metrics.turns.Add(1)
+	o.rt.metrics.turnNanos.Add(int64(time.Since(start)))
+	gerr := g.wait(ctx)
+	if herr != nil {
+		o.rt.metrics.turnsFailed.Add(1)
+		return herr
+	}
+	return gerr
+}
+
+// lastGroup reads o.last without holding the token.
+func (o *object) lastGroup() *group {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.last == nil {
+		return completedGroup
+	}
+	return o.last
+}
+
+func (o *object) addRows(c Counters) {
+	if c.RowsRead != 0 {
+		o.rowsRead.Add(c.RowsRead)
+	}
+	if c.RowsWritten != 0 {
+		o.rowsWritten.Add(c.RowsWritten)
+	}
+}
+
+func callHandler(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError(p)
+		}
+	}()
+	return fn()
+}
+
+// turnKey marks a context as belonging to a turn (its value is the *turn),
+// so that a call to another object made inside a turn first opens the
+// output gate.
+type turnKey struct{}
+
+// commitPoint makes the turn's writes so far durable while keeping the
+// token: outputs sent after it may depend on them. Used by Flush and by calls
+// to other objects.
+func (t *turn) commitPoint() error {
+	o := t.o
+	if !t.holding || t.stale {
+		return nil
+	}
+	if t.txDepth > 0 {
+		return Errorf(Invalid, "output inside an explicit transaction")
+	}
+	inst := o.inst
+	if err := inst.store.EndTurn(true); err != nil {
+		return err
+	}
+	g := o.joinGroup()
+	o.commit()
+	err := g.wait(t.ctx)
+	if o.inst != inst || o.gen != t.gen {
+		t.stale = true
+		return errReset
+	}
+	inst.store.BeginTurn()
+	return err
+}
+
+// release gives up the token around fn (G3): the turn's writes so far are
+// committed and durable first; fn runs while other events may run; then the
+// turn queues again for the token.
+func (t *turn) release(fn func(ctx context.Context) error) error {
+	o := t.o
+	if !t.holding {
+		return Errorf(Invalid, "turn is already released")
+	}
+	if t.stale {
+		return errReset
+	}
+	if t.txDepth > 0 {
+		return Errorf(Invalid, "cannot release the turn inside an explicit transaction")
+	}
+	inst := o.inst
+	if err := inst.store.EndTurn(true); err != nil {
+		return err
+	}
+	inst.st.cur = nil
+	g := o.joinGroup()
+	o.commit()
+	t.holding = false
+	o.unlock()
+	o.rt.metrics.released.Add(1)
+
+	err := g.wait(t.ctx)
+	if err == nil {
+		err = callHandler(func() error { return fn(t.ctx) })
+	}
+	if aerr := o.acquire(t.ctx); aerr != nil {
+		if err == nil {
+			err = aerr
+		}
+		return err
+	}
+	t.holding = true
+	if o.inst != inst || o.gen != t.gen {
+		t.stale = true
+		if err == nil {
+			err = errReset
+		}
+		return err
+	}
+	inst.st.cur = t
+	inst.store.BeginTurn()
+	return err
+}

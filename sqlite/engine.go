@@ -1,0 +1,419 @@
+// Package sqlite is cairn's storage engine: one SQLite database per object
+// (WAL mode, KV and SQL in the same file) and a node catalog, also SQLite,
+// that indexes objects, alarms and usage.
+//
+// Data directory layout (object names never appear in paths, G1):
+//
+//	DIR/catalog.db                    the node catalog (+ -wal, -shm)
+//	DIR/objects/ab/cd/abcd…(64).db    one object's database (+ -wal, -shm)
+//
+// where abcd… is the object's 64-hex-character ID.
+//
+// Commits are written with synchronous=NORMAL: a commit reaches the OS
+// (it survives kill -9) without an fsync, and checkpoints fsync. Durability
+// at cairn.Disk comes from Store.Sync, which fsyncs the WAL from another
+// goroutine while the object goes on with its next turns.
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cairn-dev/cairn"
+	zs "zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
+)
+
+// Engine implements cairn.Engine on a data directory.
+type Engine struct {
+	dir     string
+	objDir  string
+	level   cairn.Durability
+	mu      sync.Mutex // guards cat and the catalog's cached statements
+	cat     *zs.Conn
+	catWAL  *os.File
+	dirs    sync.Map // fan-out directories known to exist
+	closed  bool
+	nowFunc func() time.Time
+}
+
+// Open opens (creating if needed) the data directory dir. level is the
+// durability of catalog writes that must not be lost (alarm hints).
+func Open(dir string, level cairn.Durability) (*Engine, error) {
+	raiseFileLimit()
+	objDir := filepath.Join(dir, "objects")
+	if err := os.MkdirAll(objDir, 0o700); err != nil {
+		return nil, fmt.Errorf("open data directory: %w", err)
+	}
+	e := &Engine{dir: dir, objDir: objDir, level: level, nowFunc: time.Now}
+	path := filepath.Join(dir, "catalog.db")
+	conn, err := zs.OpenConn(path, zs.OpenReadWrite|zs.OpenCreate|zs.OpenNoMutex)
+	if err != nil {
+		return nil, fmt.Errorf("open catalog: %w", err)
+	}
+	e.cat = conn
+	if err := pragmas(conn, "journal_mode=WAL", "synchronous=NORMAL"); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open catalog: %w", err)
+	}
+	if err := sqlitex.ExecuteScript(conn, catalogSchema, nil); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open catalog: %w", err)
+	}
+	wal, err := os.OpenFile(path+"-wal", os.O_RDWR, 0)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open catalog wal: %w", err)
+	}
+	e.catWAL = wal
+	if level == cairn.Disk {
+		if err := e.syncCatalog(); err != nil {
+			e.Close()
+			return nil, err
+		}
+		if err := syncDir(dir); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// pragmas runs PRAGMA statements outside any transaction.
+func pragmas(conn *zs.Conn, ps ...string) error {
+	for _, p := range ps {
+		if err := sqlitex.ExecuteTransient(conn, "PRAGMA "+p, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const catalogSchema = `
+CREATE TABLE IF NOT EXISTS objects (
+	id TEXT PRIMARY KEY,
+	namespace TEXT NOT NULL,
+	name TEXT NOT NULL,
+	created INTEGER NOT NULL,
+	last_active INTEGER NOT NULL,
+	bytes INTEGER NOT NULL DEFAULT 0,
+	requests INTEGER NOT NULL DEFAULT 0,
+	rows_read INTEGER NOT NULL DEFAULT 0,
+	rows_written INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_ns ON objects (namespace, id);
+CREATE TABLE IF NOT EXISTS alarms (
+	id TEXT PRIMARY KEY,
+	namespace TEXT NOT NULL,
+	name TEXT NOT NULL,
+	at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alarms_at ON alarms (at, id);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v ANY) WITHOUT ROWID;
+INSERT INTO meta (k, v) VALUES ('format', 1) ON CONFLICT (k) DO NOTHING;
+`
+
+// Dir returns the data directory.
+func (e *Engine) Dir() string { return e.dir }
+
+// Close implements cairn.Engine.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	var errs []error
+	if e.level == cairn.Disk {
+		// Checkpoint with fsync before the WAL goes away.
+		if err := sqlitex.ExecuteTransient(e.cat, "PRAGMA synchronous=FULL", nil); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.catWAL != nil {
+		e.catWAL.Close()
+	}
+	if err := e.cat.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) syncCatalog() error {
+	if err := e.catWAL.Sync(); err != nil {
+		return fmt.Errorf("sync catalog: %w", err)
+	}
+	return nil
+}
+
+// objectPath returns the directory and file of an object's database. Only
+// the hex ID is used.
+func (e *Engine) objectPath(id cairn.ID) (dir, file string) {
+	h := id.String()
+	dir = filepath.Join(e.objDir, h[0:2], h[2:4])
+	return dir, filepath.Join(dir, h+".db")
+}
+
+// ensureDir creates the fan-out directory of an object once.
+func (e *Engine) ensureDir(dir string) error {
+	if _, ok := e.dirs.Load(dir); ok {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if e.level == cairn.Disk {
+		if err := syncDir(dir); err != nil {
+			return err
+		}
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return err
+		}
+		if err := syncDir(filepath.Dir(filepath.Dir(dir))); err != nil {
+			return err
+		}
+	}
+	e.dirs.Store(dir, true)
+	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
+	return nil
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard limit: each
+// active object holds three descriptors.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+// addObject records a newly created object in the catalog.
+func (e *Engine) addObject(ref cairn.ObjectRef) error {
+	now := e.nowFunc().UnixNano()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return cairn.Errorf(cairn.Unavailable, "engine is closed")
+	}
+	return sqlitex.Execute(e.cat, `INSERT INTO objects (id, namespace, name, created, last_active) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO NOTHING`, &sqlitex.ExecOptions{Args: []any{ref.ID.String(), ref.Namespace, ref.Name, now, now}})
+}
+
+// removeObject deletes an object's catalog entries.
+func (e *Engine) removeObject(id cairn.ID) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return cairn.Errorf(cairn.Unavailable, "engine is closed")
+	}
+	h := id.String()
+	if err := sqlitex.Execute(e.cat, `DELETE FROM objects WHERE id = ?`, &sqlitex.ExecOptions{Args: []any{h}}); err != nil {
+		return err
+	}
+	return sqlitex.Execute(e.cat, `DELETE FROM alarms WHERE id = ?`, &sqlitex.ExecOptions{Args: []any{h}})
+}
+
+// Objects implements cairn.Engine.
+func (e *Engine) Objects(ctx context.Context, ns string, after string, limit int) ([]cairn.ObjectInfo, error) {
+	if limit <= 0 || limit > 10000 {
+		limit = 10000
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []cairn.ObjectInfo
+	err := sqlitex.Execute(e.cat, `SELECT o.id, o.namespace, o.name, o.created, o.last_active, o.bytes,
+			o.requests, o.rows_read, o.rows_written, a.at
+		FROM objects o LEFT JOIN alarms a ON a.id = o.id
+		WHERE o.namespace = ? AND o.id > ? ORDER BY o.id LIMIT ?`,
+		&sqlitex.ExecOptions{Args: []any{ns, after, limit}, ResultFunc: func(stmt *zs.Stmt) error {
+			info, err := scanObject(stmt)
+			if err != nil {
+				return err
+			}
+			out = append(out, info)
+			return nil
+		}})
+	return out, err
+}
+
+// Object implements cairn.Engine.
+func (e *Engine) Object(ctx context.Context, ns string, id cairn.ID) (cairn.ObjectInfo, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out cairn.ObjectInfo
+	found := false
+	err := sqlitex.Execute(e.cat, `SELECT o.id, o.namespace, o.name, o.created, o.last_active, o.bytes,
+			o.requests, o.rows_read, o.rows_written, a.at
+		FROM objects o LEFT JOIN alarms a ON a.id = o.id
+		WHERE o.id = ? AND o.namespace = ?`,
+		&sqlitex.ExecOptions{Args: []any{id.String(), ns}, ResultFunc: func(stmt *zs.Stmt) error {
+			info, err := scanObject(stmt)
+			out, found = info, true
+			return err
+		}})
+	if err != nil {
+		return out, err
+	}
+	if !found {
+		return out, cairn.Errorf(cairn.NotFound, "no object %s in namespace %q", id, ns)
+	}
+	return out, nil
+}
+
+func scanObject(stmt *zs.Stmt) (cairn.ObjectInfo, error) {
+	ns := stmt.ColumnText(1)
+	id, err := cairn.ParseIDOf(ns, stmt.ColumnText(0))
+	if err != nil {
+		return cairn.ObjectInfo{}, fmt.Errorf("catalog holds a bad ID: %w", err)
+	}
+	info := cairn.ObjectInfo{
+		Namespace:  ns,
+		ID:         id,
+		Name:       stmt.ColumnText(2),
+		Created:    time.Unix(0, stmt.ColumnInt64(3)),
+		LastActive: time.Unix(0, stmt.ColumnInt64(4)),
+		Bytes:      stmt.ColumnInt64(5),
+		Usage: cairn.Counters{
+			Requests:    stmt.ColumnInt64(6),
+			RowsRead:    stmt.ColumnInt64(7),
+			RowsWritten: stmt.ColumnInt64(8),
+		},
+	}
+	if !stmt.ColumnIsNull(9) {
+		info.Alarm = time.Unix(0, stmt.ColumnInt64(9))
+	}
+	return info, nil
+}
+
+// Namespaces implements cairn.Engine.
+func (e *Engine) Namespaces(ctx context.Context) ([]cairn.NamespaceInfo, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []cairn.NamespaceInfo
+	err := sqlitex.Execute(e.cat, `SELECT namespace, count(*), sum(bytes), sum(requests), sum(rows_read), sum(rows_written)
+		FROM objects GROUP BY namespace ORDER BY namespace`,
+		&sqlitex.ExecOptions{ResultFunc: func(stmt *zs.Stmt) error {
+			out = append(out, cairn.NamespaceInfo{
+				Name: stmt.ColumnText(0), Objects: stmt.ColumnInt64(1), Bytes: stmt.ColumnInt64(2),
+				Usage: cairn.Counters{Requests: stmt.ColumnInt64(3), RowsRead: stmt.ColumnInt64(4), RowsWritten: stmt.ColumnInt64(5)},
+			})
+			return nil
+		}})
+	return out, err
+}
+
+// HintAlarm implements cairn.Engine. At cairn.Disk it fsyncs the catalog.
+func (e *Engine) HintAlarm(ref cairn.ObjectRef, at time.Time) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return cairn.Errorf(cairn.Unavailable, "engine is closed")
+	}
+	err := sqlitex.Execute(e.cat, `INSERT INTO alarms (id, namespace, name, at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET at = min(at, excluded.at)`,
+		&sqlitex.ExecOptions{Args: []any{ref.ID.String(), ref.Namespace, ref.Name, at.UnixNano()}})
+	e.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("hint alarm: %w", err)
+	}
+	if e.level == cairn.Disk {
+		return e.syncCatalog()
+	}
+	return nil
+}
+
+// ClearAlarm implements cairn.Engine.
+func (e *Engine) ClearAlarm(id cairn.ID, at time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return cairn.Errorf(cairn.Unavailable, "engine is closed")
+	}
+	if at.IsZero() {
+		return sqlitex.Execute(e.cat, `DELETE FROM alarms WHERE id = ?`, &sqlitex.ExecOptions{Args: []any{id.String()}})
+	}
+	return sqlitex.Execute(e.cat, `UPDATE alarms SET at = ? WHERE id = ?`, &sqlitex.ExecOptions{Args: []any{at.UnixNano(), id.String()}})
+}
+
+// DueAlarms implements cairn.Engine.
+func (e *Engine) DueAlarms(now time.Time, limit int) ([]cairn.AlarmHint, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, cairn.Errorf(cairn.Unavailable, "engine is closed")
+	}
+	var out []cairn.AlarmHint
+	err := sqlitex.Execute(e.cat, `SELECT id, namespace, name, at FROM alarms WHERE at <= ? ORDER BY at, id LIMIT ?`,
+		&sqlitex.ExecOptions{Args: []any{now.UnixNano(), limit}, ResultFunc: func(stmt *zs.Stmt) error {
+			ns := stmt.ColumnText(1)
+			id, err := cairn.ParseIDOf(ns, stmt.ColumnText(0))
+			if err != nil {
+				return fmt.Errorf("alarm index holds a bad ID: %w", err)
+			}
+			out = append(out, cairn.AlarmHint{
+				Ref: cairn.ObjectRef{Namespace: ns, ID: id, Name: stmt.ColumnText(2)},
+				At:  time.Unix(0, stmt.ColumnInt64(3)),
+			})
+			return nil
+		}})
+	return out, err
+}
+
+// NextAlarm implements cairn.Engine.
+func (e *Engine) NextAlarm() (time.Time, bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return time.Time{}, false, cairn.Errorf(cairn.Unavailable, "engine is closed")
+	}
+	var at time.Time
+	ok := false
+	err := sqlitex.Execute(e.cat, `SELECT at FROM alarms ORDER BY at LIMIT 1`,
+		&sqlitex.ExecOptions{ResultFunc: func(stmt *zs.Stmt) error {
+			at, ok = time.Unix(0, stmt.ColumnInt64(0)), true
+			return nil
+		}})
+	return at, ok, err
+}
+
+// RecordUsage implements cairn.Engine: one transaction for the batch.
+func (e *Engine) RecordUsage(us []cairn.Usage) (err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return cairn.Errorf(cairn.Unavailable, "engine is closed")
+	}
+	defer sqlitex.Save(e.cat)(&err)
+	for _, u := range us {
+		err := sqlitex.Execute(e.cat, `UPDATE objects SET
+				requests = requests + ?, rows_read = rows_read + ?, rows_written = rows_written + ?,
+				bytes = CASE WHEN ? >= 0 THEN ? ELSE bytes END,
+				last_active = max(last_active, ?)
+			WHERE id = ?`,
+			&sqlitex.ExecOptions{Args: []any{u.Delta.Requests, u.Delta.RowsRead, u.Delta.RowsWritten,
+				u.Bytes, u.Bytes, u.LastActive.UnixNano(), u.Ref.ID.String()}})
+		if err != nil {
+			return fmt.Errorf("record usage: %w", err)
+		}
+	}
+	return nil
+}
