@@ -228,7 +228,7 @@ func (o *object) enqueueSync(it syncItem) {
 	}
 	if o.rt.fastCommit && !o.syncing && len(o.syncQ) == 0 {
 		o.syncMu.Unlock()
-		o.rt.metrics.commitNanos.Add(int64(time.Since(it.g.start)))
+		o.rt.observeCommit(it.g, time.Now())
 		it.g.finish(nil)
 		return
 	}
@@ -274,7 +274,7 @@ func (o *object) syncLoop(s Store) {
 		}
 		now := time.Now()
 		for _, it := range batch {
-			o.rt.metrics.commitNanos.Add(int64(now.Sub(it.g.start)))
+			o.rt.observeCommit(it.g, now)
 			it.g.finish(err)
 		}
 	}
@@ -392,6 +392,17 @@ type turn struct {
 	txDepth int
 	reset   bool // drop the instance after this turn
 	rows    Counters
+	outbox  []func()    // outputs held by the gate until the turn is durable
+	accept  *acceptance // a WebSocket accepted by this turn
+}
+
+// flushOutbox releases the outputs held for the turn.
+func (t *turn) flushOutbox() {
+	out := t.outbox
+	t.outbox = nil
+	for _, f := range out {
+		f()
+	}
 }
 
 // activate creates the instance: opens the store, runs migrations and the
@@ -541,12 +552,19 @@ func (o *object) run(ctx context.Context, fn func(t *turn, inst *instance) error
 		g = o.lastGroup()
 	}
 	o.addRows(t.rows)
+	d := time.Since(start)
 	o.rt.metrics.turns.Add(1)
-	o.rt.metrics.turnNanos.Add(int64(time.Since(start)))
+	o.rt.metrics.turnNanos.Add(int64(d))
+	if h := o.rt.Hooks.Turn; h != nil {
+		h(o.ref.Namespace, d, herr)
+	}
 	gerr := g.wait(ctx)
 	if herr != nil {
 		o.rt.metrics.turnsFailed.Add(1)
-		return herr
+		return herr // its outputs are dropped with its writes
+	}
+	if gerr == nil {
+		t.flushOutbox()
 	}
 	return gerr
 }
@@ -606,6 +624,9 @@ func (t *turn) commitPoint() error {
 		t.stale = true
 		return errReset
 	}
+	if err == nil {
+		t.flushOutbox()
+	}
 	inst.store.BeginTurn()
 	return err
 }
@@ -637,6 +658,7 @@ func (t *turn) release(fn func(ctx context.Context) error) error {
 
 	err := g.wait(t.ctx)
 	if err == nil {
+		t.flushOutbox()
 		err = callHandler(func() error { return fn(t.ctx) })
 	}
 	if aerr := o.acquire(t.ctx); aerr != nil {

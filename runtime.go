@@ -70,6 +70,8 @@ type Runtime struct {
 	Now func() time.Time
 	// Logger receives operational events. Default slog.Default().
 	Logger *slog.Logger
+	// Hooks observe the runtime, for metrics.
+	Hooks Hooks
 
 	engine Engine
 
@@ -80,6 +82,7 @@ type Runtime struct {
 	opened     bool
 	closing    bool
 
+	sockets    socketTable
 	fastCommit bool // committer is local at Process: no sync goroutine needed
 	active     atomic.Int64
 	metrics    runtimeCounters
@@ -250,6 +253,9 @@ func (rt *Runtime) Close(ctx context.Context) error {
 	}
 	rt.closing = true
 	rt.mu.Unlock()
+	for _, ws := range rt.sockets.all() {
+		ws.close(1001, "server shutting down")
+	}
 
 	drained := make(chan struct{})
 	go func() { rt.drain.Wait(); close(drained) }()
@@ -270,15 +276,18 @@ func (rt *Runtime) Close(ctx context.Context) error {
 			rt.unlinkLocked(o)
 		}
 	}
+	left := len(rt.objects)
 	rt.mu.Unlock()
 	for _, o := range objs {
 		o.close()
 	}
 	rt.flushUsage(objs)
-	if len(objs) == len(rt.objects)+len(objs) || err == nil {
-		err = errors.Join(err, rt.engine.Close())
+	if left > 0 {
+		// Events still hold objects: their stores stay open, and so must
+		// the engine.
+		return err
 	}
-	return err
+	return errors.Join(err, rt.engine.Close())
 }
 
 // Namespace is a registered class of objects.
@@ -434,6 +443,9 @@ func (rt *Runtime) EvictIdle() int {
 	return len(victims)
 }
 
+// Sockets returns the number of open WebSockets.
+func (rt *Runtime) Sockets() int { return rt.sockets.count() }
+
 // Active returns the number of objects in memory.
 func (rt *Runtime) Active() int { return int(rt.active.Load()) }
 
@@ -497,6 +509,25 @@ func (rt *Runtime) flushUsage(objs []*object) error {
 		return err
 	}
 	return nil
+}
+
+// Hooks are called by the runtime as things happen. They must be fast and
+// must not call back into the runtime. Nil hooks are skipped.
+type Hooks struct {
+	// Turn is called when a turn's handler finished, before its output
+	// gate opens: d is the time from taking the turn to its end.
+	Turn func(namespace string, d time.Duration, err error)
+	// Commit is called when a group's commit is durable: d is the time
+	// from the local commit's start to durability, turns the group's size.
+	Commit func(turns int, d time.Duration)
+}
+
+func (rt *Runtime) observeCommit(g *group, now time.Time) {
+	d := now.Sub(g.start)
+	rt.metrics.commitNanos.Add(int64(d))
+	if h := rt.Hooks.Commit; h != nil {
+		h(g.turns, d)
+	}
 }
 
 // Stats are figures of the runtime, for metrics.

@@ -59,6 +59,7 @@ func (s *Stub) Fetch(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer o.done()
 	gw := &gatedWriter{w: w, header: make(http.Header)}
+	var acc *acceptance
 	err = o.run(r.Context(), func(t *turn, inst *instance) error {
 		h, ok := inst.value.(http.Handler)
 		if !ok {
@@ -66,9 +67,25 @@ func (s *Stub) Fetch(w http.ResponseWriter, r *http.Request) error {
 		}
 		gw.t = t
 		h.ServeHTTP(gw, r.WithContext(t.ctx))
+		acc = t.accept
 		return nil
 	})
 	gw.t = nil
+	if acc != nil {
+		// The object accepted a WebSocket: complete the handshake now that
+		// the accepting turn is durable.
+		if err != nil {
+			s.ns.rt.sockets.remove(acc.ws)
+			return err
+		}
+		conn, err := acc.up.Upgrade(acc.ws)
+		if err != nil {
+			s.ns.rt.sockets.remove(acc.ws)
+			return err
+		}
+		acc.ws.bind(conn)
+		return nil
+	}
 	if err != nil {
 		if gw.sent {
 			return errors.Join(ErrResponseStarted, err)
@@ -77,6 +94,20 @@ func (s *Stub) Fetch(w http.ResponseWriter, r *http.Request) error {
 	}
 	gw.release()
 	return nil
+}
+
+// Run runs fn as an event of the object, with its State: for tools that act
+// on any object whatever its class (the admin API, tests). fn's error rolls
+// back its writes, as a handler's does.
+func (s *Stub) Run(ctx context.Context, fn func(ctx context.Context, st *State) error) error {
+	o, err := s.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer o.done()
+	return o.run(ctx, func(t *turn, inst *instance) error {
+		return fn(t.ctx, inst.st)
+	})
 }
 
 // gatedWriter holds a handler's response until its turn is durable.

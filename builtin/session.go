@@ -1,0 +1,106 @@
+package builtin
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/cairn-dev/cairn"
+)
+
+// SessionClass is the session namespace: the same workloads as the Durable
+// Objects peer in shared/peers/workerd/worker.mjs, for `cairn bench`. Its
+// chat is the naive seed design (the whole history in one value) on
+// purpose, to compare like with like; the agent layer stores one row per
+// message.
+//
+//	POST /chat     {"text": "..."}: append user and assistant messages
+//	POST /put      body: KV put under one of 1,000 keys
+//	POST /sqlput   body: SQL upsert into a table
+//	GET  /get      KV get of one key
+var SessionClass = cairn.Class{
+	New: func(st *cairn.State) (any, error) { return &Session{st: st}, nil },
+	Migrations: []cairn.Migration{
+		{SQL: `CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)`},
+	},
+}
+
+// Session is an instance of the session class.
+type Session struct {
+	st *cairn.State
+	n  int
+}
+
+type chatMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/chat":
+		var in struct {
+			Text string `json:"text"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			writeError(w, cairn.Errorf(cairn.Invalid, "malformed JSON body"))
+			return
+		}
+		var history []chatMessage
+		if v, ok, err := s.st.Get("messages"); err != nil {
+			writeError(w, err)
+			return
+		} else if ok {
+			if err := json.Unmarshal(v, &history); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		reply := "echo: " + in.Text
+		history = append(history, chatMessage{"user", in.Text}, chatMessage{"assistant", reply})
+		b, _ := json.Marshal(history)
+		if err := s.st.Put("messages", b); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"reply": reply, "n": len(history)})
+	case "/put":
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			writeError(w, cairn.Errorf(cairn.TooLarge, "read body: %v", err))
+			return
+		}
+		s.n++
+		if err := s.st.Put("k"+strconv.Itoa(s.n%1000), body); err != nil {
+			writeError(w, err)
+			return
+		}
+		w.Write([]byte("ok"))
+	case "/sqlput":
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			writeError(w, cairn.Errorf(cairn.TooLarge, "read body: %v", err))
+			return
+		}
+		s.n++
+		if _, err := s.st.Exec(`INSERT OR REPLACE INTO kv VALUES (?, ?)`, "k"+strconv.Itoa(s.n%1000), string(body)); err != nil {
+			writeError(w, err)
+			return
+		}
+		w.Write([]byte("ok"))
+	case "/get":
+		v, ok, err := s.st.Get("k1")
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if !ok {
+			v = []byte("none")
+		}
+		w.Write(v)
+	default:
+		writeError(w, cairn.Errorf(cairn.NotFound, "no route %s", r.URL.Path))
+	}
+}

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cairn-dev/cairn"
+	"github.com/cairn-dev/cairn/builtin"
+	cairnhttp "github.com/cairn-dev/cairn/http"
+	"github.com/cairn-dev/cairn/sqlite"
+)
+
+// Config is the server's configuration. Flags override the environment,
+// which overrides the config file, which overrides the defaults.
+type Config struct {
+	Addr        string            `json:"addr"`
+	Data        string            `json:"data"`
+	Durability  string            `json:"durability"`
+	IdleTimeout Duration          `json:"idle_timeout"`
+	MaxActive   int               `json:"max_active"`
+	MaxBody     int64             `json:"max_body_bytes"`
+	LogLevel    string            `json:"log_level"`
+	Tokens      []cairnhttp.Token `json:"tokens"`
+}
+
+// Duration is a time.Duration written as "60s" in JSON.
+type Duration time.Duration
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"60s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// DefaultConfig is the embedded default: local data, loopback, no auth.
+func DefaultConfig() Config {
+	return Config{
+		Addr:        "127.0.0.1:8420",
+		Data:        "cairn-data",
+		Durability:  "disk",
+		IdleTimeout: Duration(60 * time.Second),
+		MaxActive:   10000,
+		MaxBody:     8 << 20,
+		LogLevel:    "info",
+	}
+}
+
+const serveHelp = `Usage: cairn serve [flags]
+
+Runs the cairn server: the HTTP/WebSocket API over the objects stored in the
+data directory. With no flags it listens on 127.0.0.1:8420 and keeps data in
+./cairn-data, with no auth (loopback only).
+
+Settings, by precedence: flags, then environment, then the config file
+(--config, JSON; see docs/configuration.md), then defaults.
+
+Flags:
+`
+
+// tokenFlags collects repeated --token values.
+type tokenFlags []string
+
+func (t *tokenFlags) String() string     { return strings.Join(*t, ",") }
+func (t *tokenFlags) Set(v string) error { *t = append(*t, v); return nil }
+
+// parseToken reads NAME:SECRET:SCOPE where SCOPE is "admin" or a
+// comma-separated list of namespaces ("*" for all).
+func parseToken(s string) (cairnhttp.Token, error) {
+	parts := strings.SplitN(s, ":", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return cairnhttp.Token{}, fmt.Errorf("token %q: want NAME:SECRET:SCOPE (SCOPE: admin, or namespaces separated by commas)", redact(s))
+	}
+	if len(parts[1]) < 16 {
+		return cairnhttp.Token{}, fmt.Errorf("token %q: the secret must be at least 16 characters", parts[0])
+	}
+	t := cairnhttp.Token{Name: parts[0], Secret: parts[1]}
+	if parts[2] == "admin" {
+		t.Admin = true
+	} else {
+		t.Namespaces = strings.Split(parts[2], ",")
+	}
+	return t, nil
+}
+
+func redact(s string) string {
+	if i := strings.Index(s, ":"); i >= 0 {
+		return s[:i] + ":…"
+	}
+	return "…"
+}
+
+// loadConfig builds the configuration from args, the environment and the
+// config file.
+func (m *Main) loadConfig(args []string) (Config, *flag.FlagSet, error) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	fs.Usage = func() { fmt.Fprint(m.Stderr, serveHelp); fs.PrintDefaults() }
+	configPath := fs.String("config", "", "JSON config file (env CAIRN_CONFIG)")
+	addr := fs.String("addr", cfg.Addr, "listen address HOST:PORT (env CAIRN_ADDR); a non-loopback address needs a token")
+	data := fs.String("data", cfg.Data, "data directory (env CAIRN_DATA)")
+	durability := fs.String("durability", cfg.Durability, "when a write is acknowledged: disk (fsynced; survives power loss) or process (reached the OS; survives kill -9) (env CAIRN_DURABILITY)")
+	idle := fs.Duration("idle-timeout", time.Duration(cfg.IdleTimeout), "evict an object from memory after this long without events")
+	maxActive := fs.Int("max-active", cfg.MaxActive, "objects kept in memory at most (least recently used are evicted)")
+	maxBody := fs.Int64("max-body-bytes", cfg.MaxBody, "largest request body accepted")
+	logLevel := fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env CAIRN_LOG_LEVEL)")
+	var tokens tokenFlags
+	fs.Var(&tokens, "token", "bearer token NAME:SECRET:SCOPE, SCOPE being admin or namespaces separated by commas; repeatable (env CAIRN_TOKEN: an admin token's secret)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, fs, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fs, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	path := *configPath
+	if path == "" {
+		path = m.Getenv("CAIRN_CONFIG")
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fs, fmt.Errorf("config: %w", err)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fs, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	env := func(name string, dst *string) {
+		if v := m.Getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	env("CAIRN_ADDR", &cfg.Addr)
+	env("CAIRN_DATA", &cfg.Data)
+	env("CAIRN_DURABILITY", &cfg.Durability)
+	env("CAIRN_LOG_LEVEL", &cfg.LogLevel)
+	if v := m.Getenv("CAIRN_TOKEN"); v != "" {
+		cfg.Tokens = append(cfg.Tokens, cairnhttp.Token{Name: "env", Secret: v, Admin: true})
+	}
+	if set["addr"] {
+		cfg.Addr = *addr
+	}
+	if set["data"] {
+		cfg.Data = *data
+	}
+	if set["durability"] {
+		cfg.Durability = *durability
+	}
+	if set["idle-timeout"] {
+		cfg.IdleTimeout = Duration(*idle)
+	}
+	if set["max-active"] {
+		cfg.MaxActive = *maxActive
+	}
+	if set["max-body-bytes"] {
+		cfg.MaxBody = *maxBody
+	}
+	if set["log-level"] {
+		cfg.LogLevel = *logLevel
+	}
+	for _, s := range tokens {
+		t, err := parseToken(s)
+		if err != nil {
+			return cfg, fs, err
+		}
+		cfg.Tokens = append(cfg.Tokens, t)
+	}
+	for _, t := range cfg.Tokens {
+		if len(t.Secret) < 16 {
+			return cfg, fs, fmt.Errorf("token %q: the secret must be at least 16 characters", t.Name)
+		}
+	}
+	if cfg.MaxActive <= 0 || cfg.IdleTimeout <= 0 || cfg.MaxBody <= 0 {
+		return cfg, fs, errors.New("max-active, idle-timeout and max-body-bytes must be positive")
+	}
+	return cfg, fs, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}
+
+func (m *Main) runServe(ctx context.Context, args []string) int {
+	cfg, _, err := m.loadConfig(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		fmt.Fprintln(m.Stderr, "cairn serve:", err)
+		return ExitUsage
+	}
+	if err := m.serve(ctx, cfg, nil); err != nil {
+		fmt.Fprintln(m.Stderr, "cairn serve:", err)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+// serve runs the server until ctx ends, then shuts down gracefully. If
+// ready is not nil it receives the listening address.
+func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error {
+	level, err := parseLevel(cfg.LogLevel)
+	if err != nil {
+		return fmt.Errorf("log level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
+	durability, err := cairn.ParseDurability(cfg.Durability)
+	if err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(cfg.Data)
+	if err != nil {
+		return err
+	}
+
+	eng, err := sqlite.Open(dataDir, durability)
+	if err != nil {
+		return err
+	}
+	rt := cairn.NewRuntime(eng)
+	rt.Durability = durability
+	rt.IdleTimeout = time.Duration(cfg.IdleTimeout)
+	rt.MaxActive = cfg.MaxActive
+	rt.Logger = logger
+	for name, class := range builtin.Classes() {
+		if _, err := rt.Register(name, class); err != nil {
+			eng.Close()
+			return err
+		}
+	}
+	metrics := cairnhttp.NewMetrics(rt)
+	if err := rt.Open(); err != nil {
+		eng.Close()
+		return err
+	}
+	srv := cairnhttp.NewServer(rt)
+	srv.Tokens = cfg.Tokens
+	srv.MaxBodyBytes = cfg.MaxBody
+	srv.Logger = logger
+	srv.Metrics = metrics
+	closeRuntime := func() error {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return rt.Close(cctx)
+	}
+	if err := srv.CheckListen(cfg.Addr); err != nil {
+		closeRuntime()
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		closeRuntime()
+		return err
+	}
+	auth := "off (loopback only)"
+	if len(cfg.Tokens) > 0 {
+		auth = strconv.Itoa(len(cfg.Tokens)) + " token(s)"
+	}
+	fmt.Fprintf(m.Stdout, "cairn %s listening on http://%s\n  data:       %s\n  durability: %s\n  auth:       %s\n",
+		Version, ln.Addr(), dataDir, durability, auth)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		closeRuntime()
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: draining requests")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	serr := srv.Shutdown(sctx)
+	cerr := closeRuntime()
+	<-errc
+	if serr != nil || cerr != nil {
+		return errors.Join(serr, cerr)
+	}
+	logger.Info("stopped")
+	return nil
+}

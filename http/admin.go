@@ -1,0 +1,394 @@
+package http
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cairn-dev/cairn"
+	"github.com/cairn-dev/cairn/builtin"
+)
+
+// The admin API: catalog, KV, SQL, alarm and usage of any object, for
+// operators and the console. Admin scope only.
+
+func (s *Server) adminRoutes(handle func(pattern, route string, h http.HandlerFunc)) {
+	handle("/v1/admin/namespaces", "admin", s.admin(s.listNamespaces))
+	handle("/v1/admin/namespaces/{ns}/objects", "admin", s.admin(s.listObjects))
+	handle("/v1/admin/objects/{ns}/{name}", "admin", s.admin(s.adminObject(s.objectInfo)))
+	handle("/v1/admin/objects/{ns}/{name}/kv", "admin", s.admin(s.adminObject(s.kvList)))
+	handle("/v1/admin/objects/{ns}/{name}/kv/{key...}", "admin", s.admin(s.adminObject(s.kvKey)))
+	handle("/v1/admin/objects/{ns}/{name}/sql", "admin", s.admin(s.adminObject(s.sql)))
+	handle("/v1/admin/objects/{ns}/{name}/alarm", "admin", s.admin(s.adminObject(s.alarm)))
+	handle("/v1/admin/usage", "admin", s.admin(s.usage))
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	writeErrorCode(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here (allowed: "+allow+")")
+}
+
+// NamespaceJSON is one namespace in the admin API.
+type NamespaceJSON struct {
+	Name       string `json:"name"`
+	Registered bool   `json:"registered"`
+	Objects    int64  `json:"objects"`
+	Bytes      int64  `json:"bytes"`
+	UsageJSON
+}
+
+// UsageJSON are usage counters.
+type UsageJSON struct {
+	Requests    int64 `json:"requests"`
+	RowsRead    int64 `json:"rows_read"`
+	RowsWritten int64 `json:"rows_written"`
+}
+
+func usageJSON(c cairn.Counters) UsageJSON {
+	return UsageJSON{Requests: c.Requests, RowsRead: c.RowsRead, RowsWritten: c.RowsWritten}
+}
+
+func (s *Server) namespaces(ctx context.Context) ([]NamespaceJSON, error) {
+	infos, err := s.rt.Engine().Namespaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []NamespaceJSON
+	for _, n := range infos {
+		_, rerr := s.rt.Namespace(n.Name)
+		out = append(out, NamespaceJSON{Name: n.Name, Registered: rerr == nil, Objects: n.Objects, Bytes: n.Bytes, UsageJSON: usageJSON(n.Usage)})
+		seen[n.Name] = true
+	}
+	for _, n := range s.rt.Namespaces() {
+		if !seen[n] {
+			out = append(out, NamespaceJSON{Name: n, Registered: true})
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) listNamespaces(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, r, "GET")
+		return
+	}
+	out, err := s.namespaces(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"namespaces": out})
+}
+
+// ObjectJSON is one object in the admin API.
+type ObjectJSON struct {
+	Namespace  string     `json:"namespace"`
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Created    time.Time  `json:"created"`
+	LastActive time.Time  `json:"last_active"`
+	Bytes      int64      `json:"bytes"`
+	Alarm      *time.Time `json:"alarm"`
+	Active     bool       `json:"active"`
+	Sockets    int        `json:"sockets,omitempty"`
+	UsageJSON
+}
+
+func (s *Server) objectJSON(o cairn.ObjectInfo) ObjectJSON {
+	j := ObjectJSON{Namespace: o.Namespace, ID: o.ID.String(), Name: o.Name, Created: o.Created, LastActive: o.LastActive,
+		Bytes: o.Bytes, Active: s.rt.IsActive(o.ID), UsageJSON: usageJSON(o.Usage)}
+	if !o.Alarm.IsZero() {
+		a := o.Alarm
+		j.Alarm = &a
+	}
+	return j
+}
+
+func (s *Server) listObjects(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, r, "GET")
+		return
+	}
+	q := r.URL.Query()
+	limit := 100
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n <= 0 || n > 1000 {
+			writeError(w, cairn.Errorf(cairn.Invalid, "limit must be 1 to 1000"))
+			return
+		}
+		limit = n
+	}
+	ns := r.PathValue("ns")
+	infos, err := s.rt.Engine().Objects(r.Context(), ns, q.Get("after"), limit)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]ObjectJSON, 0, len(infos))
+	for _, o := range infos {
+		out = append(out, s.objectJSON(o))
+	}
+	next := ""
+	if len(infos) == limit {
+		next = infos[len(infos)-1].ID.String()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"objects": out, "next": next})
+}
+
+// adminObject resolves {ns}/{name} of an admin route: by name, or by ID when
+// the query says by=id. The namespace must be registered for anything that
+// activates the object.
+func (s *Server) adminObject(h func(w http.ResponseWriter, r *http.Request, stub *cairn.Stub)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, err := s.rt.Namespace(r.PathValue("ns"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		var stub *cairn.Stub
+		if r.URL.Query().Get("by") == "id" {
+			id, err := ns.ParseID(r.PathValue("name"))
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			stub = ns.Get(id)
+		} else {
+			stub, err = ns.GetByName(r.PathValue("name"))
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
+		h(w, r, stub)
+	}
+}
+
+func (s *Server) objectInfo(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
+	switch r.Method {
+	case http.MethodGet:
+		info, err := s.rt.Engine().Object(r.Context(), stub.Namespace().Name(), stub.ID())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		j := s.objectJSON(info)
+		writeJSON(w, http.StatusOK, j)
+	case http.MethodDelete:
+		err := stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error { return st.DeleteAll() })
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"deleted": true})
+	default:
+		methodNotAllowed(w, r, "GET, DELETE")
+	}
+}
+
+func (s *Server) kvList(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, r, "GET")
+		return
+	}
+	opts, err := builtin.ListOptions(r, 1000)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var out []builtin.EntryJSON
+	err = stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error {
+		es, err := st.List(opts)
+		for _, e := range es {
+			out = append(out, builtin.EncodeEntry(e))
+		}
+		return err
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if out == nil {
+		out = []builtin.EntryJSON{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": out})
+}
+
+func (s *Server) kvKey(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
+	key := r.PathValue("key")
+	switch r.Method {
+	case http.MethodGet:
+		var v []byte
+		var found bool
+		err := stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) (err error) {
+			v, found, err = st.Get(key)
+			return err
+		})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if !found {
+			writeError(w, cairn.Errorf(cairn.NotFound, "no key %s", quote(key)))
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(v)
+	case http.MethodPut:
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			writeError(w, bodyError(err))
+			return
+		}
+		err = stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error { return st.Put(key, body) })
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	case http.MethodDelete:
+		var existed bool
+		err := stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) (err error) {
+			existed, err = st.Delete(key)
+			return err
+		})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"deleted": existed})
+	default:
+		methodNotAllowed(w, r, "GET, PUT, DELETE")
+	}
+}
+
+// SQLRequest is the body of the admin SQL route.
+type SQLRequest struct {
+	SQL  string `json:"sql"`
+	Args []any  `json:"args,omitempty"`
+}
+
+// SQLResponse is its answer.
+type SQLResponse struct {
+	Columns     []string `json:"columns"`
+	Rows        [][]any  `json:"rows"`
+	RowsRead    int64    `json:"rows_read"`
+	RowsWritten int64    `json:"rows_written"`
+}
+
+func (s *Server) sql(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, r, "POST")
+		return
+	}
+	var req SQLRequest
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	args := make([]any, len(req.Args))
+	for i, a := range req.Args {
+		switch v := a.(type) {
+		case nil, string, bool:
+			args[i] = v
+		case float64:
+			if v == float64(int64(v)) {
+				args[i] = int64(v)
+			} else {
+				args[i] = v
+			}
+		default:
+			writeError(w, cairn.Errorf(cairn.Invalid, "argument %d must be null, a number, a string or a boolean", i+1))
+			return
+		}
+	}
+	var resp SQLResponse
+	err := stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error {
+		rows, err := st.Query(req.SQL, args...)
+		if err != nil {
+			return err
+		}
+		resp = SQLResponse{Columns: rows.Columns, Rows: rows.Values, RowsRead: rows.RowsRead, RowsWritten: rows.RowsWritten}
+		return nil
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if resp.Rows == nil {
+		resp.Rows = [][]any{}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// AlarmJSON is an object's alarm.
+type AlarmJSON struct {
+	At *time.Time `json:"at"`
+}
+
+func (s *Server) alarm(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
+	switch r.Method {
+	case http.MethodGet:
+		var out AlarmJSON
+		err := stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error {
+			at, ok, err := st.Alarm()
+			if ok {
+				out.At = &at
+			}
+			return err
+		})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	case http.MethodPut:
+		var in AlarmJSON
+		if err := readJSON(r, &in); err != nil {
+			writeError(w, err)
+			return
+		}
+		if in.At == nil {
+			writeError(w, cairn.Errorf(cairn.Invalid, `body must be {"at": "RFC 3339 time"}`))
+			return
+		}
+		err := stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error { return st.SetAlarm(*in.At) })
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, in)
+	case http.MethodDelete:
+		err := stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error { return st.DeleteAlarm() })
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, AlarmJSON{})
+	default:
+		methodNotAllowed(w, r, "GET, PUT, DELETE")
+	}
+}
+
+func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, r, "GET")
+		return
+	}
+	if err := s.rt.FlushUsage(); err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := s.namespaces(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"namespaces": out})
+}
+
