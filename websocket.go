@@ -326,7 +326,6 @@ func (s *socketTable) remove(ws *WebSocket) {
 	s.n--
 	if len(m) == 0 {
 		delete(s.byObj, ws.ref.ID)
-		delete(s.auto, ws.ref.ID)
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package builtin holds the classes that `cairn serve` offers with no Go
-// code: kv, a key-value store per object name, and session, the workloads
-// of the Durable Objects peer used by `cairn bench`.
+// code: kv, a key-value store per object name; room, a chat room over
+// hibernatable WebSockets; and session, the workloads of the Durable
+// Objects peer used by `cairn bench`.
 package builtin
 
 import (
@@ -18,6 +19,7 @@ func Classes() map[string]cairn.Class {
 	return map[string]cairn.Class{
 		"kv":      KVClass,
 		"session": SessionClass,
+		"room":    RoomClass,
 	}
 }
 
