@@ -120,10 +120,25 @@ func (rt *Runtime) deliverAlarm(ctx context.Context, h AlarmHint) {
 		if err != nil {
 			return err
 		}
-		o.alarmTouched = true // the commit reconciles the index either way
 		if !ok || a.At.After(rt.Now()) {
+			// A stale hint. With nothing uncommitted the object's alarm is
+			// its committed truth: point the index at it directly, as no
+			// commit will follow. Otherwise the coming commit does it.
+			if inst.store.Dirty() {
+				o.alarmTouched = true
+				return nil
+			}
+			var at time.Time
+			if ok {
+				at = a.At
+			}
+			if err := rt.engine.ClearAlarm(o.ref.ID, at); err != nil {
+				return err
+			}
+			o.hintAt = at
 			return nil
 		}
+		o.alarmTouched = true // the commit reconciles the index
 		if err := inst.store.DeleteAlarm(); err != nil {
 			return err
 		}

@@ -185,7 +185,18 @@ func (s *store) writable() error {
 
 // exec runs an internal statement with no result, from the statement cache.
 func (s *store) exec(query string, args ...any) error {
-	return sqlitex.Execute(s.conn, query, &sqlitex.ExecOptions{Args: args})
+	if len(args) > 0 {
+		return sqlitex.Execute(s.conn, query, &sqlitex.ExecOptions{Args: args})
+	}
+	stmt, err := s.conn.Prepare(query)
+	if err != nil {
+		return err
+	}
+	_, err = stmt.Step()
+	if rerr := stmt.Reset(); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // check turns SQLite errors into coded errors and notes when SQLite rolled
@@ -422,7 +433,10 @@ func (s *store) Get(keys []string) (map[string][]byte, error) {
 	if s.conn == nil {
 		return out, s.broken
 	}
-	stmt := s.conn.Prep(`SELECT value FROM _cairn_kv WHERE key = ?`)
+	stmt, err := s.conn.Prepare(`SELECT value FROM _cairn_kv WHERE key = ?`)
+	if err != nil {
+		return nil, s.check(err)
+	}
 	for _, k := range keys {
 		stmt.BindBytes(1, []byte(k))
 		row, err := stmt.Step()
@@ -445,7 +459,10 @@ func (s *store) Put(entries []cairn.Entry) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	stmt := s.conn.Prep(`INSERT INTO _cairn_kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`)
+	stmt, err := s.conn.Prepare(`INSERT INTO _cairn_kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`)
+	if err != nil {
+		return s.check(err)
+	}
 	for _, e := range entries {
 		stmt.BindBytes(1, []byte(e.Key))
 		if e.Value == nil {
@@ -470,7 +487,10 @@ func (s *store) Delete(keys []string) (int, error) {
 	if err := s.writable(); err != nil {
 		return 0, err
 	}
-	stmt := s.conn.Prep(`DELETE FROM _cairn_kv WHERE key = ?`)
+	stmt, err := s.conn.Prepare(`DELETE FROM _cairn_kv WHERE key = ?`)
+	if err != nil {
+		return 0, s.check(err)
+	}
 	n := 0
 	for _, k := range keys {
 		stmt.BindBytes(1, []byte(k))
@@ -506,11 +526,15 @@ func (s *store) List(o cairn.ListOptions) ([]cairn.Entry, error) {
 	if o.Reverse {
 		order = "DESC"
 	}
-	var stmt *zs.Stmt
-	if hi == nil {
-		stmt = s.conn.Prep(`SELECT key, value FROM _cairn_kv WHERE key >= ?1 ORDER BY key ` + order + ` LIMIT ?3`)
-	} else {
-		stmt = s.conn.Prep(`SELECT key, value FROM _cairn_kv WHERE key >= ?1 AND key < ?2 ORDER BY key ` + order + ` LIMIT ?3`)
+	q := `SELECT key, value FROM _cairn_kv WHERE key >= ?1 ORDER BY key ` + order + ` LIMIT ?3`
+	if hi != nil {
+		q = `SELECT key, value FROM _cairn_kv WHERE key >= ?1 AND key < ?2 ORDER BY key ` + order + ` LIMIT ?3`
+	}
+	stmt, err := s.conn.Prepare(q)
+	if err != nil {
+		return nil, s.check(err)
+	}
+	if hi != nil {
 		stmt.BindBytes(2, hi)
 	}
 	stmt.BindBytes(1, lo)
