@@ -62,10 +62,18 @@ func (e *Engine) OpenStore(ctx context.Context, ref cairn.ObjectRef, opts cairn.
 }
 
 // open opens (creating, if create) the object's database and configures it.
+//
+// Creation is crash-safe: the catalog entry is written before the file, and
+// the `_cairn_meta` identity rows are written last, as the mark of a
+// finished creation. Opening a file without them (a crash mid-creation)
+// finishes the creation.
 func (s *store) open(create bool) error {
 	flags := zs.OpenReadWrite | zs.OpenNoMutex
 	if create {
 		if err := s.e.ensureDir(s.dir); err != nil {
+			return fmt.Errorf("create store: %w", err)
+		}
+		if err := s.e.addObject(s.ref); err != nil {
 			return fmt.Errorf("create store: %w", err)
 		}
 		flags |= zs.OpenCreate
@@ -80,6 +88,7 @@ func (s *store) open(create bool) error {
 			os.Remove(s.path)
 			os.Remove(s.path + "-wal")
 			os.Remove(s.path + "-shm")
+			s.e.removeObject(s.ref.ID)
 		}
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -92,12 +101,26 @@ func (s *store) open(create bool) error {
 	if err := sqlitex.ExecuteScript(conn, storeSchema, nil); err != nil {
 		return fail(err)
 	}
-	if create {
-		err := sqlitex.Execute(conn, `INSERT INTO _cairn_meta (k, v) VALUES ('id', ?), ('namespace', ?), ('name', ?)
-			ON CONFLICT (k) DO NOTHING`, &sqlitex.ExecOptions{Args: []any{s.ref.ID.String(), s.ref.Namespace, s.ref.Name}})
+	complete := false
+	if err := sqlitex.Execute(conn, `SELECT 1 FROM _cairn_meta WHERE k = 'id'`, &sqlitex.ExecOptions{ResultFunc: func(*zs.Stmt) error {
+		complete = true
+		return nil
+	}}); err != nil {
+		return fail(err)
+	}
+	if !complete {
+		if !create {
+			// A creation that a crash interrupted: finish it.
+			if err := s.e.addObject(s.ref); err != nil {
+				return fail(err)
+			}
+		}
+		err := sqlitex.Execute(conn, `INSERT INTO _cairn_meta (k, v) VALUES ('namespace', ?), ('name', ?), ('id', ?)
+			ON CONFLICT (k) DO NOTHING`, &sqlitex.ExecOptions{Args: []any{s.ref.Namespace, s.ref.Name, s.ref.ID.String()}})
 		if err != nil {
 			return fail(err)
 		}
+		s.created = true
 	}
 	var pageSize int64
 	if err := sqlitex.ExecuteTransient(conn, "PRAGMA page_size", &sqlitex.ExecOptions{ResultFunc: func(stmt *zs.Stmt) error {
@@ -125,12 +148,6 @@ func (s *store) open(create bool) error {
 	s.auth = &authorizer{}
 	if err := conn.SetAuthorizer(s.auth); err != nil {
 		return fail(err)
-	}
-	if create {
-		if err := s.e.addObject(s.ref); err != nil {
-			return fail(err)
-		}
-		s.created = true
 	}
 	s.conn = conn
 	s.pageSize = pageSize
