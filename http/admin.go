@@ -391,4 +391,3 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"namespaces": out})
 }
-
