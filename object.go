@@ -202,13 +202,13 @@ func (o *object) commit() {
 	g.start = time.Now()
 	if err := o.syncAlarmHintBefore(); err != nil {
 		g.finish(fmt.Errorf("commit %s: alarm index: %w", o.ref.ID, err))
-		o.reset()
+		o.reset(true)
 		return
 	}
 	info, ok, err := inst.store.Commit()
 	if err != nil {
 		g.finish(fmt.Errorf("commit %s: %w", o.ref.ID, err))
-		o.reset()
+		o.reset(true)
 		return
 	}
 	o.syncAlarmHintAfter()
@@ -292,7 +292,7 @@ func (o *object) waitSync() {
 
 // reset drops the instance; the next event activates a fresh one from
 // storage (G5). Token holder only. The open group, if any, fails.
-func (o *object) reset() {
+func (o *object) reset(failure bool) {
 	if o.open != nil {
 		o.open.finish(errReset)
 		o.open = nil
@@ -315,7 +315,9 @@ func (o *object) reset() {
 	o.gen++
 	o.alarmTouched = false
 	o.hintAt = time.Time{}
-	o.rt.metrics.resets.Add(1)
+	if failure {
+		o.rt.metrics.resets.Add(1)
+	}
 }
 
 // close closes an evicted object. Nobody holds a reference.
@@ -391,6 +393,7 @@ type turn struct {
 	stale   bool // the instance was dropped while the turn was released
 	txDepth int
 	reset   bool // drop the instance after this turn
+	failed  bool // ... because it failed (panic, storage error), not DeleteAll
 	rows    Counters
 	outbox  []func()    // outputs held by the gate until the turn is durable
 	accept  *acceptance // a WebSocket accepted by this turn
@@ -509,7 +512,7 @@ func (o *object) run(ctx context.Context, fn func(t *turn, inst *instance) error
 	broken := o.syncErr != nil
 	o.syncMu.Unlock()
 	if broken {
-		o.reset()
+		o.reset(true)
 	}
 	if o.inst == nil {
 		if err := o.activate(t); err != nil {
@@ -527,7 +530,7 @@ func (o *object) run(ctx context.Context, fn func(t *turn, inst *instance) error
 	herr := callHandler(func() error { return fn(t, inst) })
 	if pe, ok := herr.(*panicErr); ok {
 		o.rt.Logger.Error("handler panicked; object reset", "namespace", o.ref.Namespace, "object", o.ref.ID.String(), "panic", fmt.Sprint(pe.val), "stack", string(pe.stack))
-		t.reset = true
+		t.reset, t.failed = true, true
 	}
 	var g *group
 	if t.holding {
@@ -538,14 +541,14 @@ func (o *object) run(ctx context.Context, fn func(t *turn, inst *instance) error
 			}
 			if eerr := inst.store.EndTurn(herr == nil); eerr != nil {
 				herr = eerr
-				t.reset = true
+				t.reset, t.failed = true, true
 			}
 			inst.st.cur = nil
 		}
 		g = o.joinGroup()
 		if t.reset && o.gen == t.gen {
 			o.commit()
-			o.reset()
+			o.reset(t.failed)
 		}
 		o.unlock()
 	} else {

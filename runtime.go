@@ -253,9 +253,15 @@ func (rt *Runtime) Close(ctx context.Context) error {
 	}
 	rt.closing = true
 	rt.mu.Unlock()
+	var socks sync.WaitGroup
 	for _, ws := range rt.sockets.all() {
-		ws.close(1001, "server shutting down")
+		socks.Add(1)
+		go func() {
+			defer socks.Done()
+			ws.close(1001, "server shutting down")
+		}()
 	}
+	socks.Wait()
 
 	drained := make(chan struct{})
 	go func() { rt.drain.Wait(); close(drained) }()

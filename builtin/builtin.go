@@ -7,6 +7,8 @@ package builtin
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
@@ -59,6 +61,20 @@ func ListOptions(r *http.Request, maxLimit int) (cairn.ListOptions, error) {
 		o.Limit = n
 	}
 	return o, nil
+}
+
+// readBody reads a request body: too large if the server's limit cut it,
+// invalid otherwise.
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, cairn.Errorf(cairn.TooLarge, "request body exceeds %d bytes", mbe.Limit)
+		}
+		return nil, cairn.Errorf(cairn.Invalid, "read request body: %v", err)
+	}
+	return b, nil
 }
 
 // writeJSON writes v with status.

@@ -2,7 +2,6 @@ package builtin
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"strings"
 
@@ -61,9 +60,9 @@ func (kv *KV) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write(v)
 	case http.MethodPut, http.MethodPost:
-		body, err := io.ReadAll(r.Body)
+		body, err := readBody(r)
 		if err != nil {
-			writeError(w, cairn.Errorf(cairn.TooLarge, "read body: %v", err))
+			writeError(w, err)
 			return
 		}
 		if err := kv.st.Put(key, body); err != nil {
@@ -90,19 +89,21 @@ type KeyArgs struct {
 	Key string `json:"key"`
 }
 
-// GetResult is the result of Get: Value is null if the key is absent.
+// GetResult is the result of Get: Value is null if the key is absent; a
+// value that is not UTF-8 comes base64-encoded with Encoding "base64".
 type GetResult struct {
-	Value *string `json:"value"`
+	Value    *string `json:"value"`
+	Encoding string  `json:"encoding,omitempty"`
 }
 
-// Get returns the value of a key, as text.
+// Get returns the value of a key.
 func (kv *KV) Get(ctx context.Context, a KeyArgs) (GetResult, error) {
 	v, ok, err := kv.st.Get(a.Key)
 	if err != nil || !ok {
 		return GetResult{}, err
 	}
-	s := string(v)
-	return GetResult{Value: &s}, nil
+	e := EncodeEntry(cairn.Entry{Key: a.Key, Value: v})
+	return GetResult{Value: &e.Value, Encoding: e.Encoding}, nil
 }
 
 // PutArgs is a key and its new value.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strconv"
 
 	"github.com/cairn-dev/cairn"
 )
@@ -53,8 +52,8 @@ func (rm *Room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		n := len(rm.st.WebSockets(""))
-		ws.Send(r.Context(), cairn.Message{Text: true, Data: []byte(`{"joined":` + strconv.Quote(user) + `,"members":` + strconv.Itoa(n) + `}`)})
+		b, _ := json.Marshal(map[string]any{"joined": user, "members": len(rm.st.WebSockets(""))})
+		ws.Send(r.Context(), cairn.Message{Text: true, Data: b})
 	case "/messages":
 		rows, err := rm.st.Query(`SELECT seq, user, text, at FROM messages ORDER BY seq DESC LIMIT 100`)
 		if err != nil {
@@ -92,9 +91,9 @@ func (rm *Room) WebSocketMessage(ctx context.Context, ws *cairn.WebSocket, m cai
 
 // WebSocketClose implements cairn.WebSocketHandler.
 func (rm *Room) WebSocketClose(ctx context.Context, ws *cairn.WebSocket, code int, reason string) error {
-	left := `{"left":` + strconv.Quote(string(ws.Attachment())) + `}`
+	left, _ := json.Marshal(map[string]string{"left": string(ws.Attachment())})
 	for _, peer := range rm.st.WebSockets("") {
-		peer.Send(ctx, cairn.Message{Text: true, Data: []byte(left)})
+		peer.Send(ctx, cairn.Message{Text: true, Data: left})
 	}
 	return nil
 }

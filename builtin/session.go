@@ -2,7 +2,6 @@ package builtin
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 
@@ -67,9 +66,9 @@ func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"reply": reply, "n": len(history)})
 	case "/put":
-		body, err := io.ReadAll(r.Body)
+		body, err := readBody(r)
 		if err != nil {
-			writeError(w, cairn.Errorf(cairn.TooLarge, "read body: %v", err))
+			writeError(w, err)
 			return
 		}
 		s.n++
@@ -79,9 +78,9 @@ func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Write([]byte("ok"))
 	case "/sqlput":
-		body, err := io.ReadAll(r.Body)
+		body, err := readBody(r)
 		if err != nil {
-			writeError(w, cairn.Errorf(cairn.TooLarge, "read body: %v", err))
+			writeError(w, err)
 			return
 		}
 		s.n++

@@ -2,6 +2,7 @@ package http
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -296,11 +297,14 @@ func (s *Server) sql(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
 		switch v := a.(type) {
 		case nil, string, bool:
 			args[i] = v
-		case float64:
-			if v == float64(int64(v)) {
-				args[i] = int64(v)
+		case json.Number:
+			if n, err := v.Int64(); err == nil {
+				args[i] = n
+			} else if f, err := v.Float64(); err == nil {
+				args[i] = f
 			} else {
-				args[i] = v
+				writeError(w, cairn.Errorf(cairn.Invalid, "argument %d: %v", i+1, err))
+				return
 			}
 		default:
 			writeError(w, cairn.Errorf(cairn.Invalid, "argument %d must be null, a number, a string or a boolean", i+1))

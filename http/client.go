@@ -37,7 +37,20 @@ func (e *APIError) Error() string {
 
 // ObjectPath returns the escaped path of an object under prefix.
 func ObjectPath(prefix, ns, name string) string {
-	return prefix + "/" + url.PathEscape(ns) + "/" + url.PathEscape(name)
+	return prefix + "/" + Segment(ns) + "/" + Segment(name)
+}
+
+// Segment escapes s as one path segment: '/' becomes %2F and the segments
+// "." and ".." are escaped too, so that nothing cleans or redirects them.
+func Segment(s string) string {
+	e := url.PathEscape(s)
+	switch e {
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	return e
 }
 
 // Do sends a request and returns the response body of a 2xx answer, or an

@@ -4,6 +4,7 @@
 package http
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -13,7 +14,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"path"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,8 +60,11 @@ type Server struct {
 
 	rt     *cairn.Runtime
 	hashes []tokenHash
-	srv    *http.Server
 	ready  atomic.Bool
+
+	mu       sync.Mutex
+	srv      *http.Server
+	shutdown bool
 }
 
 // Route is an extra route for Server.Routes.
@@ -142,21 +149,98 @@ func (s *Server) Handler() http.Handler {
 	handle("/", "notfound", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, cairn.Errorf(cairn.NotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	s.ready.Store(true)
+	return s.guard(mux)
 }
 
-// Serve serves on ln until Shutdown.
-func (s *Server) Serve(ln net.Listener) error {
-	s.srv = &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: s.ReadHeaderTimeout,
-		ReadTimeout:       s.ReadTimeout,
-		IdleTimeout:       s.IdleTimeout,
-		MaxHeaderBytes:    s.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug),
+// guard refuses what must not reach the routes: paths that are not
+// canonical (the mux would redirect them, possibly to another object or
+// key) and, with auth off, requests from web pages of other sites (a
+// browser's cross-site POST, DNS rebinding).
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !canonical(r.URL.EscapedPath()) {
+			writeError(w, cairn.Errorf(cairn.Invalid, "path is not canonical: empty, '.' or '..' segments are not allowed (escape them: %%2F, %%2E)"))
+			return
+		}
+		if len(s.Tokens) == 0 {
+			if !loopbackHost(r.Host) {
+				writeErrorCode(w, http.StatusForbidden, "forbidden", "with auth off only loopback host names are served")
+				return
+			}
+			if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, r.Host) {
+				writeErrorCode(w, http.StatusForbidden, "forbidden", "cross-origin requests are refused with auth off")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// canonical reports whether an escaped path has no empty (except a
+// trailing one), "." or ".." segments.
+func canonical(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
 	}
-	s.ready.Store(true)
-	err := s.srv.Serve(ln)
+	segs := strings.Split(p[1:], "/")
+	for i, seg := range segs {
+		if seg == "." || seg == ".." || (seg == "" && i != len(segs)-1) {
+			return false
+		}
+	}
+	return path.Clean(p) == p || strings.HasSuffix(p, "/")
+}
+
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, host)
+}
+
+// server returns the net/http server, made once.
+func (s *Server) server() *http.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv == nil {
+		s.srv = &http.Server{
+			Handler:           s.Handler(),
+			ReadHeaderTimeout: s.ReadHeaderTimeout,
+			ReadTimeout:       s.ReadTimeout,
+			IdleTimeout:       s.IdleTimeout,
+			MaxHeaderBytes:    s.MaxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug),
+		}
+	}
+	return s.srv
+}
+
+// Serve serves on ln until Shutdown. After Shutdown it returns at once.
+func (s *Server) Serve(ln net.Listener) error {
+	srv := s.server()
+	s.mu.Lock()
+	down := s.shutdown
+	s.mu.Unlock()
+	if down {
+		ln.Close()
+		return nil
+	}
+	err := srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -167,10 +251,11 @@ func (s *Server) Serve(ln net.Listener) error {
 // (or ctx). WebSockets are closed by the runtime's Close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
-	if s.srv == nil {
-		return nil
-	}
-	return s.srv.Shutdown(ctx)
+	srv := s.server()
+	s.mu.Lock()
+	s.shutdown = true
+	s.mu.Unlock()
+	return srv.Shutdown(ctx)
 }
 
 // Auth.
@@ -184,8 +269,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*Token, b
 		return nil, true
 	}
 	h := r.Header.Get("Authorization")
-	secret, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || secret == "" {
+	scheme, secret, ok := strings.Cut(h, " ")
+	secret = strings.TrimSpace(secret)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cairn"`)
 		writeErrorCode(w, http.StatusUnauthorized, "unauthorized", "missing bearer token")
 		return nil, false
@@ -288,7 +374,15 @@ func (s *Server) rpc(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
 // fetch forwards any request under /v1/objects/{ns}/{name}/ to the
 // object's HTTP handler, which sees the path after the name.
 func (s *Server) fetch(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
+	// Read the body before the turn, so that a slow client holds no object.
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, bodyError(err))
+		return
+	}
 	r2 := r.Clone(r.Context())
+	r2.Body = io.NopCloser(bytes.NewReader(body))
+	r2.ContentLength = int64(len(body))
 	r2.URL.Path = "/" + r.PathValue("path")
 	r2.URL.RawPath = ""
 	r2.RequestURI = r2.URL.RequestURI()
@@ -297,7 +391,7 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, stub *cairn.Stub)
 		up = &upgrader{s: s, w: w, r: r}
 		r2 = r2.WithContext(cairn.WithUpgrader(r2.Context(), up))
 	}
-	err := stub.Fetch(w, r2)
+	err = stub.Fetch(w, r2)
 	if err != nil {
 		if errors.Is(err, cairn.ErrResponseStarted) {
 			s.Logger.Warn("object response failed after it started", "namespace", stub.Namespace().Name(), "object", stub.ID().String(), "err", err)
@@ -379,6 +473,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func readJSON(r *http.Request, v any) error {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
+	dec.UseNumber() // integers stay exact
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/cairn-dev/cairn"
 	"github.com/coder/websocket"
@@ -86,6 +87,17 @@ func (s socketConn) Send(ctx context.Context, m cairn.Message) error {
 	return s.c.Write(ctx, typ, m.Data)
 }
 
+// Close sends a close frame and waits a moment for the peer's; a peer that
+// does not answer is cut off, so a shutdown is not held up.
 func (s socketConn) Close(code int, reason string) error {
-	return s.c.Close(websocket.StatusCode(code), reason)
+	done := make(chan error, 1)
+	go func() { done <- s.c.Close(websocket.StatusCode(code), reason) }()
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return s.c.CloseNow()
+	}
 }

@@ -83,10 +83,7 @@ func (m *Main) runClient(ctx context.Context, cmd string, args []string) int {
 		case a[0] == "get" && need(4):
 			var b []byte
 			if b, err = c.Do(ctx, "GET", obj+"/kv/"+escapeKey(a[3]), nil, ""); err == nil {
-				m.Stdout.Write(b)
-				if !cf.json && len(b) > 0 && b[len(b)-1] != '\n' {
-					fmt.Fprintln(m.Stdout)
-				}
+				m.Stdout.Write(b) // the bytes as stored
 			}
 		case a[0] == "put" && (need(4) || need(5)):
 			var v []byte
@@ -151,11 +148,7 @@ func (m *Main) runClient(ctx context.Context, cmd string, args []string) int {
 		}
 		req := cairnhttp.SQLRequest{SQL: a[2]}
 		for _, s := range a[3:] {
-			var v any
-			if json.Unmarshal([]byte(s), &v) != nil {
-				v = s // a bare word is a string
-			}
-			req.Args = append(req.Args, v)
+			req.Args = append(req.Args, parseArg(s))
 		}
 		var raw []byte
 		body, _ := json.Marshal(req)
@@ -165,7 +158,9 @@ func (m *Main) runClient(ctx context.Context, cmd string, args []string) int {
 				break
 			}
 			var out cairnhttp.SQLResponse
-			json.Unmarshal(raw, &out)
+			dec := json.NewDecoder(strings.NewReader(string(raw)))
+			dec.UseNumber()
+			dec.Decode(&out)
 			tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
 			if len(out.Columns) > 0 {
 				fmt.Fprintln(tw, strings.Join(out.Columns, "\t"))
@@ -277,14 +272,19 @@ func (m *Main) runClient(ctx context.Context, cmd string, args []string) int {
 	return ExitOK
 }
 
-// escapeKey escapes a key for the path, keeping "/" as is (the route takes
-// the rest of the path as the key).
-func escapeKey(k string) string {
-	parts := strings.Split(k, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
+// escapeKey escapes a key as one path segment (the server decodes it).
+func escapeKey(k string) string { return cairnhttp.Segment(k) }
+
+// parseArg reads a SQL argument: a JSON value (numbers kept exact), or else
+// the word itself as a string.
+func parseArg(s string) any {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil || dec.More() {
+		return s
 	}
-	return strings.Join(parts, "/")
+	return v
 }
 
 // parseWhen reads an RFC 3339 time or a duration from now.

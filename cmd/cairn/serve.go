@@ -202,6 +202,11 @@ func (m *Main) loadConfig(args []string) (Config, *flag.FlagSet, error) {
 	return cfg, fs, nil
 }
 
+// errUsage is a configuration error: exit code 2.
+type errUsage struct{ msg string }
+
+func (e errUsage) Error() string { return e.msg }
+
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	err := l.UnmarshalText([]byte(s))
@@ -219,6 +224,10 @@ func (m *Main) runServe(ctx context.Context, args []string) int {
 	}
 	if err := m.serve(ctx, cfg, nil); err != nil {
 		fmt.Fprintln(m.Stderr, "cairn serve:", err)
+		var ue errUsage
+		if errors.As(err, &ue) {
+			return ExitUsage
+		}
 		return ExitFailure
 	}
 	return ExitOK
@@ -239,6 +248,10 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	dataDir, err := filepath.Abs(cfg.Data)
 	if err != nil {
 		return err
+	}
+	// Refuse an unsafe listener before touching the data directory.
+	if err := (&cairnhttp.Server{Tokens: cfg.Tokens}).CheckListen(cfg.Addr); err != nil {
+		return errUsage{cairn.ErrorMessage(err)}
 	}
 
 	eng, err := sqlite.Open(dataDir, durability)
@@ -270,10 +283,6 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		return rt.Close(cctx)
-	}
-	if err := srv.CheckListen(cfg.Addr); err != nil {
-		closeRuntime()
-		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
