@@ -73,6 +73,10 @@ func ErrorMessage(err error) string {
 // errClosed is returned for calls made after Close began.
 var errClosed = &Error{Code: Unavailable, Msg: "runtime is closed"}
 
+// errCommit is returned to the callers of a group whose commit failed:
+// their writes were not acknowledged.
+var errCommit = &Error{Code: Unavailable, Msg: "commit failed: the write was not acknowledged; retry"}
+
 // errReset is returned to a turn whose object instance was discarded (failed
 // commit, panic in another turn, deleteAll) while the turn was released.
 var errReset = &Error{Code: Unavailable, Msg: "object was reset while the turn was released; retry"}

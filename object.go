@@ -64,6 +64,7 @@ type instance struct {
 	store Store
 	value any
 	st    *State
+	name  string // the object's name, if known
 }
 
 // group is a set of turns whose writes share one commit. Their outputs are
@@ -201,13 +202,18 @@ func (o *object) commit() {
 	}
 	g.start = time.Now()
 	if err := o.syncAlarmHintBefore(); err != nil {
-		g.finish(fmt.Errorf("commit %s: alarm index: %w", o.ref.ID, err))
+		o.rt.Logger.Error("commit failed", "object", o.ref.ID.String(), "err", err)
+		g.finish(errCommit)
 		o.reset(true)
 		return
 	}
 	info, ok, err := inst.store.Commit()
 	if err != nil {
-		g.finish(fmt.Errorf("commit %s: %w", o.ref.ID, err))
+		if ErrorCode(err) == Internal {
+			o.rt.Logger.Error("commit failed", "object", o.ref.ID.String(), "err", err)
+			err = errCommit
+		}
+		g.finish(err)
 		o.reset(true)
 		return
 	}
@@ -266,7 +272,8 @@ func (o *object) syncLoop(s Store) {
 		}
 		if err == nil && any {
 			if derr := o.rt.Committer.Durable(context.Background(), o.ref, s, last); derr != nil {
-				err = fmt.Errorf("sync %s: %w", o.ref.ID, derr)
+				o.rt.Logger.Error("commit not durable", "object", o.ref.ID.String(), "err", derr)
+				err = errCommit
 				o.syncMu.Lock()
 				o.syncErr = err
 				o.syncMu.Unlock()
@@ -278,6 +285,13 @@ func (o *object) syncLoop(s Store) {
 			it.g.finish(err)
 		}
 	}
+}
+
+// syncBusy reports whether commits wait to be durable.
+func (o *object) syncBusy() bool {
+	o.syncMu.Lock()
+	defer o.syncMu.Unlock()
+	return o.syncing
 }
 
 // waitSync waits until the sync pipeline is idle.
@@ -387,6 +401,7 @@ func (o *object) syncAlarmHintAfter() {
 // turn is one event being handled.
 type turn struct {
 	o       *object
+	parent  *turn // the turn that made this call, if an object called us
 	ctx     context.Context
 	gen     uint64
 	holding bool // holds the token
@@ -419,7 +434,13 @@ func (o *object) activate(t *turn) (err error) {
 	if err != nil {
 		return fmt.Errorf("activate %s: %w", o.ref.ID, err)
 	}
-	inst := &instance{store: store}
+	inst := &instance{store: store, name: o.ref.Name}
+	if inst.name == "" && !o.ref.ID.Unique() {
+		// Addressed by ID: the catalog knows the name, if it was stored.
+		if info, err := o.rt.engine.Object(t.ctx, o.ref.Namespace, o.ref.ID); err == nil {
+			inst.name = info.Name
+		}
+	}
 	inst.st = &State{o: o, inst: inst, cur: t}
 	o.inst = inst
 	store.BeginTurn()
@@ -507,6 +528,7 @@ func (o *object) run(ctx context.Context, fn func(t *turn, inst *instance) error
 	start := time.Now()
 	o.requests.Add(1)
 	t := &turn{o: o, holding: true}
+	t.parent, _ = ctx.Value(turnKey{}).(*turn)
 	t.ctx = context.WithValue(ctx, turnKey{}, t)
 	o.syncMu.Lock()
 	broken := o.syncErr != nil
@@ -540,7 +562,9 @@ func (o *object) run(ctx context.Context, fn func(t *turn, inst *instance) error
 				t.txDepth--
 			}
 			if eerr := inst.store.EndTurn(herr == nil); eerr != nil {
-				herr = eerr
+				if herr == nil {
+					herr = eerr
+				}
 				t.reset, t.failed = true, true
 			}
 			inst.st.cur = nil

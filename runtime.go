@@ -78,7 +78,8 @@ type Runtime struct {
 	mu         sync.Mutex
 	namespaces map[string]*Namespace
 	objects    map[ID]*object
-	lru        *list.List // of *object, most recent at front
+	evicting   map[ID]chan struct{} // closed when the object's eviction is done
+	lru        *list.List           // of *object, most recent at front
 	opened     bool
 	closing    bool
 
@@ -124,7 +125,8 @@ func NewRuntime(engine Engine) *Runtime {
 func (rt *Runtime) Engine() Engine { return rt.engine }
 
 // Register declares namespace name with its class. Names are 1-128 bytes of
-// ASCII letters, digits, '.', '_' and '-'. Register before Open.
+// ASCII letters, digits, '.', '_' and '-', starting with a letter or digit.
+// Register before Open.
 func (rt *Runtime) Register(name string, class Class) (*Namespace, error) {
 	if err := validNamespace(name); err != nil {
 		return nil, err
@@ -176,8 +178,9 @@ func validNamespace(name string) error {
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return Errorf(Invalid, "namespace name may hold only letters, digits, '.', '_' and '-'")
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return Errorf(Invalid, "namespace name must start with a letter or digit and hold only letters, digits, '.', '_' and '-'")
 		}
 	}
 	return nil
@@ -354,6 +357,21 @@ func (rt *Runtime) get(ns *Namespace, ref ObjectRef) (*object, error) {
 		}
 		return nil, errClosed
 	}
+	for {
+		// An object being evicted is closed before it can live again: two
+		// instances must never share the files (G2).
+		ch, ok := rt.evicting[ref.ID]
+		if !ok {
+			break
+		}
+		rt.mu.Unlock()
+		<-ch
+		rt.mu.Lock()
+		if rt.closing {
+			rt.mu.Unlock()
+			return nil, errClosed
+		}
+	}
 	o := rt.objects[ref.ID]
 	if o == nil {
 		o = &object{rt: rt, ns: ns, ref: ref}
@@ -361,9 +379,6 @@ func (rt *Runtime) get(ns *Namespace, ref ObjectRef) (*object, error) {
 		o.lru = rt.lru.PushFront(o)
 		rt.active.Add(1)
 	} else {
-		if o.ref.Name == "" && ref.Name != "" {
-			o.ref.Name = ref.Name
-		}
 		rt.lru.MoveToFront(o.lru)
 	}
 	o.refs.Add(1)
@@ -383,6 +398,23 @@ func (rt *Runtime) unlinkLocked(o *object) {
 	rt.active.Add(-1)
 }
 
+// evictableLocked reports whether o may be evicted now: no event holds it
+// and no commit of it is still becoming durable (a caller that gave up
+// waiting dropped its reference, not its commit). rt.mu is held.
+func (rt *Runtime) evictableLocked(o *object) bool {
+	return o.refs.Load() == 0 && !o.syncBusy()
+}
+
+// unlinkForEvictLocked unlinks o and marks it as being evicted until
+// rt.evicted(o). rt.mu is held.
+func (rt *Runtime) unlinkForEvictLocked(o *object) {
+	rt.unlinkLocked(o)
+	if rt.evicting == nil {
+		rt.evicting = make(map[ID]chan struct{})
+	}
+	rt.evicting[o.ref.ID] = make(chan struct{})
+}
+
 // evictLRU evicts least recently used idle objects until under MaxActive.
 func (rt *Runtime) evictLRU() {
 	var victims []*object
@@ -390,8 +422,8 @@ func (rt *Runtime) evictLRU() {
 	for e := rt.lru.Back(); e != nil && len(rt.objects) > rt.MaxActive; {
 		o := e.Value.(*object)
 		prev := e.Prev()
-		if o.refs.Load() == 0 {
-			rt.unlinkLocked(o)
+		if rt.evictableLocked(o) {
+			rt.unlinkForEvictLocked(o)
 			victims = append(victims, o)
 		}
 		e = prev
@@ -407,6 +439,10 @@ func (rt *Runtime) evict(victims []*object) {
 	for _, o := range victims {
 		o.close()
 		rt.metrics.evictions.Add(1)
+		rt.mu.Lock()
+		close(rt.evicting[o.ref.ID])
+		delete(rt.evicting, o.ref.ID)
+		rt.mu.Unlock()
 	}
 	rt.flushUsage(victims)
 }
@@ -438,8 +474,8 @@ func (rt *Runtime) EvictIdle() int {
 	for e := rt.lru.Back(); e != nil; {
 		o := e.Value.(*object)
 		prev := e.Prev()
-		if o.refs.Load() == 0 && o.lastUsed.Load() <= cutoff {
-			rt.unlinkLocked(o)
+		if o.lastUsed.Load() <= cutoff && rt.evictableLocked(o) {
+			rt.unlinkForEvictLocked(o)
 			victims = append(victims, o)
 		}
 		e = prev

@@ -10,8 +10,10 @@ import (
 //
 // A State may be used only by the goroutine handling the current event,
 // while it holds the turn: from a handler, an alarm, a migration or New.
-// Methods called at any other time (from a goroutine of the instance's own,
-// or from inside the function given to Release) return an Invalid error.
+// Using it at any other time (from a goroutine of the instance's own, or
+// from inside the function given to Release) is a bug; the runtime detects
+// it when no other event holds the turn (the call returns Invalid), but
+// cannot while another event does.
 //
 // All writes of a turn, KV and SQL alike, form one transaction (G4): they
 // are committed together when the turn ends, and rolled back together if the
@@ -25,9 +27,9 @@ type State struct {
 // ID returns the object's ID.
 func (st *State) ID() ID { return st.o.ref.ID }
 
-// Name returns the object's name, or "" for an object addressed by a unique
-// ID or by an ID string whose name the catalog does not know.
-func (st *State) Name() string { return st.o.ref.Name }
+// Name returns the object's name, or "" for an object with a unique ID (or
+// addressed by an ID whose name the catalog does not know).
+func (st *State) Name() string { return st.inst.name }
 
 // Namespace returns the name of the object's namespace.
 func (st *State) Namespace() string { return st.o.ref.Namespace }

@@ -30,15 +30,22 @@ func (s *Stub) Namespace() *Namespace { return s.ns }
 var ErrResponseStarted = errors.New("response already started")
 
 // enter prepares a call made from ctx: a call from inside another object's
-// turn first makes that turn's writes durable (G5), and a call from an
-// object to itself is refused, as it would wait for its own turn forever.
+// turn first makes that turn's writes durable (G5), and a call back into an
+// object whose turn the chain holds (itself, or A→B→A) is refused, as it
+// would wait for itself forever.
 func (s *Stub) enter(ctx context.Context) (*object, error) {
-	if t, ok := ctx.Value(turnKey{}).(*turn); ok && t.holding {
-		if t.o.ref.ID == s.ref.ID {
-			return nil, Errorf(Invalid, "object %s called itself inside its own turn", s.ref.ID)
+	if t, ok := ctx.Value(turnKey{}).(*turn); ok {
+		// A call chain back into an object whose turn it holds would wait
+		// for itself forever.
+		for p := t; p != nil; p = p.parent {
+			if p.holding && p.o.ref.ID == s.ref.ID {
+				return nil, Errorf(Invalid, "call cycle: object %s is already in a turn of this call chain", s.ref.ID)
+			}
 		}
-		if err := t.commitPoint(); err != nil {
-			return nil, err
+		if t.holding {
+			if err := t.commitPoint(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return s.ns.rt.get(s.ns, s.ref)

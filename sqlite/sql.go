@@ -66,8 +66,17 @@ func (a *authorizer) Authorize(act zs.Action) zs.AuthResult {
 		}
 		return zs.AuthResultOK
 	case zs.OpCreateVTable, zs.OpDropVTable:
-		return a.deny("virtual tables are not allowed")
-	case zs.OpRead, zs.OpSelect, zs.OpRecursive:
+		if !strings.EqualFold(act.Module(), "fts5") {
+			return a.deny("virtual tables other than fts5 are not allowed")
+		}
+		a.writes = true
+	case zs.OpRead:
+		// The raw-page and page-statistics tables would show the reserved
+		// tables' contents.
+		if t := strings.ToLower(act.Table()); t == "sqlite_dbpage" || t == "dbstat" {
+			return a.deny("%s is not available", act.Table())
+		}
+	case zs.OpSelect, zs.OpRecursive:
 	case zs.OpInsert, zs.OpUpdate, zs.OpDelete:
 		a.writes = true
 		if t := strings.ToLower(act.Table()); !strings.HasPrefix(t, "sqlite_") {
@@ -104,7 +113,12 @@ func (s *store) prepareUser(query string) (*zs.Stmt, stmtKind, string, error) {
 	if stmt == nil {
 		return nil, kind, rest, nil
 	}
-	if strings.TrimSpace(rest) == "" {
+	if trivia(query[:len(query)-trailing]) {
+		// Only blanks, comments and semicolons: SQLite made no statement.
+		stmt.Finalize()
+		return nil, kind, rest, nil
+	}
+	if trivia(rest) {
 		// A whole single statement: worth caching.
 		if len(s.user) >= userStmtCacheSize {
 			for k, st := range s.user {
@@ -134,6 +148,32 @@ func (s *store) releaseUser(query string, stmt *zs.Stmt) {
 		return
 	}
 	stmt.Finalize()
+}
+
+// trivia reports whether s holds no SQL statement: only whitespace,
+// semicolons and comments.
+func trivia(s string) bool {
+	for i := 0; i < len(s); {
+		switch c := s[i]; {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == ';':
+			i++
+		case strings.HasPrefix(s[i:], "--"):
+			j := strings.IndexByte(s[i:], '\n')
+			if j < 0 {
+				return true
+			}
+			i += j + 1
+		case strings.HasPrefix(s[i:], "/*"):
+			j := strings.Index(s[i+2:], "*/")
+			if j < 0 {
+				return true
+			}
+			i += 2 + j + 2
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func bindArgs(stmt *zs.Stmt, args []any) error {
@@ -248,6 +288,9 @@ func (s *store) run(stmt *zs.Stmt, kind stmtKind, rows *cairn.Rows) (cairn.Resul
 
 // Exec implements cairn.Store. With arguments, query must be one statement.
 func (s *store) Exec(query string, args ...any) (cairn.Result, error) {
+	if strings.IndexByte(query, 0) >= 0 {
+		return cairn.Result{}, cairn.Errorf(cairn.Invalid, "SQL text contains a NUL byte")
+	}
 	if err := s.ensureOpen(); err != nil {
 		return cairn.Result{}, err
 	}
@@ -265,7 +308,7 @@ func (s *store) Exec(query string, args ...any) (cairn.Result, error) {
 			}
 			return total, nil
 		}
-		if first && len(args) > 0 && strings.TrimSpace(next) != "" {
+		if first && len(args) > 0 && !trivia(next) {
 			s.releaseUser(rest, stmt)
 			return total, cairn.Errorf(cairn.Invalid, "arguments can be bound only to a single statement")
 		}
@@ -285,7 +328,7 @@ func (s *store) Exec(query string, args ...any) (cairn.Result, error) {
 		}
 		first = false
 		args = nil
-		if strings.TrimSpace(next) == "" {
+		if trivia(next) {
 			return total, nil
 		}
 		rest = next
@@ -294,6 +337,9 @@ func (s *store) Exec(query string, args ...any) (cairn.Result, error) {
 
 // Query implements cairn.Store.
 func (s *store) Query(query string, args ...any) (*cairn.Rows, error) {
+	if strings.IndexByte(query, 0) >= 0 {
+		return nil, cairn.Errorf(cairn.Invalid, "SQL text contains a NUL byte")
+	}
 	if err := s.ensureOpen(); err != nil {
 		return nil, err
 	}
@@ -305,7 +351,7 @@ func (s *store) Query(query string, args ...any) (*cairn.Rows, error) {
 		return nil, cairn.Errorf(cairn.Invalid, "no SQL statement")
 	}
 	defer s.releaseUser(query, stmt)
-	if strings.TrimSpace(next) != "" {
+	if !trivia(next) {
 		return nil, cairn.Errorf(cairn.Invalid, "Query takes a single statement; use Exec for several")
 	}
 	if err := bindArgs(stmt, args); err != nil {
