@@ -254,6 +254,7 @@ const (
 	Disk
 )
 
+// String returns "process" or "disk".
 func (d Durability) String() string {
 	switch d {
 	case Process:

@@ -27,6 +27,7 @@ type Error struct {
 	Msg  string
 }
 
+// Error returns the code and the message.
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Msg }
 
 // Errorf returns an *Error with the given code and formatted message.

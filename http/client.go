@@ -31,6 +31,7 @@ type APIError struct {
 	Message string
 }
 
+// Error describes the error response.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("%s (HTTP %d): %s", e.Code, e.Status, e.Message)
 }
