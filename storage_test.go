@@ -540,7 +540,7 @@ func TestHostileNames(t *testing.T) {
 	}
 
 	closeNow(t, rt)
-	layout := regexp.MustCompile(`^data(/catalog\.db(-wal|-shm|-journal)?|/objects(/[0-9a-f]{2}(/[0-9a-f]{2}(/[0-9a-f]{64}\.db(-wal|-shm|-journal)?)?)?)?)?$`)
+	layout := regexp.MustCompile(`^data(/catalog\.db(-wal|-shm|-journal)?|/objects(/[0-9a-f]{2}(/[0-9a-f]{64}\.db(-wal|-shm|-journal)?)?)?)?$`)
 	err = filepath.WalkDir(parent, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -935,7 +935,7 @@ func TestDeleteAll(t *testing.T) {
 		if at, ok, err := st.Alarm(); err != nil || ok {
 			t.Errorf("alarm after DeleteAll: got %v, %v, %v; want none", at, ok, err)
 		}
-		vals, err := queryAll(st, "SELECT type, name FROM sqlite_schema WHERE name NOT LIKE '\\_cairn\\_%' ESCAPE '\\' ORDER BY name")
+		vals, err := queryAll(st, "SELECT type, name FROM sqlite_schema WHERE name NOT LIKE '\\_cairn\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
 		if err != nil {
 			return err
 		}

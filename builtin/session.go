@@ -27,8 +27,10 @@ var SessionClass = cairn.Class{
 
 // Session is an instance of the session class.
 type Session struct {
-	st *cairn.State
-	n  int
+	st      *cairn.State
+	n       int
+	history []chatMessage // the stored history, decoded once per instance
+	loaded  bool
 }
 
 type chatMessage struct {
@@ -47,23 +49,30 @@ func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, cairn.Errorf(cairn.Invalid, "malformed JSON body"))
 			return
 		}
-		var history []chatMessage
-		if v, ok, err := s.st.Get("messages"); err != nil {
-			writeError(w, err)
-			return
-		} else if ok {
-			if err := json.Unmarshal(v, &history); err != nil {
+		if !s.loaded {
+			// The instance is the only writer of its storage and is
+			// dropped if a turn fails, so the decoded copy stays true.
+			v, ok, err := s.st.Get("messages")
+			if err != nil {
 				writeError(w, err)
 				return
 			}
+			if ok {
+				if err := json.Unmarshal(v, &s.history); err != nil {
+					writeError(w, err)
+					return
+				}
+			}
+			s.loaded = true
 		}
 		reply := "echo: " + in.Text
-		history = append(history, chatMessage{"user", in.Text}, chatMessage{"assistant", reply})
+		history := append(s.history[:len(s.history):len(s.history)], chatMessage{"user", in.Text}, chatMessage{"assistant", reply})
 		b, _ := json.Marshal(history)
 		if err := s.st.Put("messages", b); err != nil {
 			writeError(w, err)
 			return
 		}
+		s.history = history
 		writeJSON(w, http.StatusOK, map[string]any{"reply": reply, "n": len(history)})
 	case "/put":
 		body, err := readBody(r)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cairn-dev/cairn"
@@ -48,7 +49,14 @@ func NewMetrics(rt *cairn.Runtime) *Metrics {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 	})
 	m.reg.MustRegister(m.requests, m.latency, m.turns, m.commits, m.batch)
-	rt.Hooks.Turn = func(ns string, d time.Duration, err error) { m.turns.WithLabelValues(ns).Observe(d.Seconds()) }
+	var turnObs sync.Map // namespace -> prometheus.Observer
+	rt.Hooks.Turn = func(ns string, d time.Duration, err error) {
+		o, ok := turnObs.Load(ns)
+		if !ok {
+			o, _ = turnObs.LoadOrStore(ns, m.turns.WithLabelValues(ns))
+		}
+		o.(prometheus.Observer).Observe(d.Seconds())
+	}
 	rt.Hooks.Commit = func(turns int, d time.Duration) {
 		m.commits.Observe(d.Seconds())
 		m.batch.Observe(float64(turns))
@@ -134,6 +142,10 @@ func (w *statusWriter) Flush() {
 
 // instrument counts and times a route.
 func (s *Server) instrument(route string, h http.Handler) http.Handler {
+	var latency prometheus.Observer
+	if s.Metrics != nil {
+		latency = s.Metrics.latency.WithLabelValues(route)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.Metrics == nil {
 			h.ServeHTTP(w, r)
@@ -147,7 +159,7 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 			code = http.StatusSwitchingProtocols // hijacked
 		}
 		s.Metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-		s.Metrics.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		latency.Observe(time.Since(start).Seconds())
 	})
 }
 

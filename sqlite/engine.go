@@ -5,9 +5,11 @@
 // Data directory layout (object names never appear in paths, G1):
 //
 //	DIR/catalog.db                    the node catalog (+ -wal, -shm)
-//	DIR/objects/ab/cd/abcd…(64).db    one object's database (+ -wal, -shm)
+//	DIR/objects/ab/abcd…(64).db       one object's database (+ -wal)
 //
-// where abcd… is the object's 64-hex-character ID.
+// where abcd… is the object's 64-hex-character ID. An object's database is
+// opened in exclusive locking mode (one connection per object, and nothing
+// else may open it while cairn runs), so it has no -shm file.
 //
 // Commits are written with synchronous=NORMAL: a commit reaches the OS
 // (it survives kill -9) without an fsync, and checkpoints fsync. Durability
@@ -157,7 +159,7 @@ func (e *Engine) syncCatalog() error {
 // the hex ID is used.
 func (e *Engine) objectPath(id cairn.ID) (dir, file string) {
 	h := id.String()
-	dir = filepath.Join(e.objDir, h[0:2], h[2:4])
+	dir = filepath.Join(e.objDir, h[0:2])
 	return dir, filepath.Join(dir, h+".db")
 }
 
@@ -174,9 +176,6 @@ func (e *Engine) ensureDir(dir string) error {
 			return err
 		}
 		if err := syncDir(filepath.Dir(dir)); err != nil {
-			return err
-		}
-		if err := syncDir(filepath.Dir(filepath.Dir(dir))); err != nil {
 			return err
 		}
 	}

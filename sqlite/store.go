@@ -39,6 +39,7 @@ type store struct {
 	kinds    map[string]stmtKind // what each cached user statement does
 	pageSize int64
 	bytes    int64
+	bytesAt  time.Time // when bytes was last read
 
 	// Sync state, touched only by Sync (one goroutine at a time).
 	wal       *os.File
@@ -95,7 +96,14 @@ func (s *store) open(create bool) error {
 	if err := conn.SetDefensive(true); err != nil {
 		return fail(err)
 	}
-	if err := pragmas(conn, "journal_mode=WAL", "synchronous=NORMAL"); err != nil {
+	// One connection per object: exclusive locking spares the per-statement
+	// file locks and the shared-memory file. A new database is built
+	// without fsyncs; its first Sync makes it durable at Disk.
+	sync := "synchronous=NORMAL"
+	if create {
+		sync = "synchronous=OFF"
+	}
+	if err := pragmas(conn, "locking_mode=EXCLUSIVE", sync, "journal_mode=WAL"); err != nil {
 		return fail(err)
 	}
 	if err := sqlitex.ExecuteScript(conn, storeSchema, nil); err != nil {
@@ -121,6 +129,11 @@ func (s *store) open(create bool) error {
 			return fail(err)
 		}
 		s.created = true
+	}
+	if create {
+		if err := pragmas(conn, "synchronous=NORMAL"); err != nil {
+			return fail(err)
+		}
 	}
 	var pageSize int64
 	if err := sqlitex.ExecuteTransient(conn, "PRAGMA page_size", &sqlitex.ExecOptions{ResultFunc: func(stmt *zs.Stmt) error {
@@ -157,8 +170,11 @@ func (s *store) open(create bool) error {
 	return nil
 }
 
+// storeSchema creates the reserved tables. _cairn_kv is a rowid table with
+// an index on key, not WITHOUT ROWID: values of a KiB or more would spill
+// to overflow pages of the key's b-tree and every seek would read them.
 const storeSchema = `
-CREATE TABLE IF NOT EXISTS _cairn_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _cairn_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS _cairn_meta (k TEXT PRIMARY KEY, v ANY) WITHOUT ROWID;
 `
 
@@ -336,7 +352,10 @@ func (s *store) Commit() (cairn.CommitInfo, bool, error) {
 	}
 	s.inTx, s.dirty = false, false
 	s.seq++
-	s.refreshBytes()
+	if now := time.Now(); now.Sub(s.bytesAt) > 100*time.Millisecond {
+		s.refreshBytes()
+		s.bytesAt = now
+	}
 	return cairn.CommitInfo{Seq: s.seq}, true, nil
 }
 
@@ -420,7 +439,7 @@ func (s *store) Close() error {
 	}
 	if empty {
 		// Nothing left (deleteAll, or never really written): remove it all.
-		for _, p := range []string{s.path, s.path + "-wal", s.path + "-shm"} {
+		for _, p := range []string{s.path, s.path + "-wal", s.path + "-shm", s.path + "-journal"} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("remove empty store: %w", err)
 			}
