@@ -29,7 +29,8 @@ var SessionClass = cairn.Class{
 type Session struct {
 	st      *cairn.State
 	n       int
-	history []chatMessage // the stored history, decoded once per instance
+	history []byte // the stored history (a JSON array), read once per instance
+	count   int    // messages in it
 	loaded  bool
 }
 
@@ -51,29 +52,40 @@ func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if !s.loaded {
 			// The instance is the only writer of its storage and is
-			// dropped if a turn fails, so the decoded copy stays true.
+			// dropped if a turn fails, so the copy in memory stays true.
 			v, ok, err := s.st.Get("messages")
 			if err != nil {
 				writeError(w, err)
 				return
 			}
+			var msgs []chatMessage
 			if ok {
-				if err := json.Unmarshal(v, &s.history); err != nil {
+				if err := json.Unmarshal(v, &msgs); err != nil {
 					writeError(w, err)
 					return
 				}
 			}
-			s.loaded = true
+			s.history, s.count, s.loaded = []byte("[]"), 0, true
+			if ok {
+				s.history, s.count = v, len(msgs)
+			}
 		}
 		reply := "echo: " + in.Text
-		history := append(s.history[:len(s.history):len(s.history)], chatMessage{"user", in.Text}, chatMessage{"assistant", reply})
-		b, _ := json.Marshal(history)
-		if err := s.st.Put("messages", b); err != nil {
+		// Append the two messages to the stored array without decoding it:
+		// the whole history is still written back, as the peer does.
+		add, _ := json.Marshal([]chatMessage{{"user", in.Text}, {"assistant", reply}})
+		history := make([]byte, 0, len(s.history)+len(add))
+		history = append(history, s.history[:len(s.history)-1]...)
+		if s.count > 0 {
+			history = append(history, ',')
+		}
+		history = append(history, add[1:]...)
+		if err := s.st.Put("messages", history); err != nil {
 			writeError(w, err)
 			return
 		}
-		s.history = history
-		writeJSON(w, http.StatusOK, map[string]any{"reply": reply, "n": len(history)})
+		s.history, s.count = history, s.count+2
+		writeJSON(w, http.StatusOK, map[string]any{"reply": reply, "n": s.count})
 	case "/put":
 		body, err := readBody(r)
 		if err != nil {

@@ -378,7 +378,7 @@ func (s *store) Sync(c cairn.CommitInfo) error {
 		}
 		s.wal = f
 	}
-	if err := s.wal.Sync(); err != nil {
+	if err := fdatasync(s.wal); err != nil {
 		return fmt.Errorf("sync wal: %w", err)
 	}
 	if !s.walSynced {
