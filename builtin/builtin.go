@@ -6,7 +6,6 @@ package builtin
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -77,31 +76,8 @@ func readBody(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-// writeJSON writes v with status.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
-
-// writeError writes err in the server's error format. Objects choose their
-// own statuses; these follow the server's mapping.
-func writeError(w http.ResponseWriter, err error) {
-	status := http.StatusInternalServerError
-	switch cairn.ErrorCode(err) {
-	case cairn.NotFound:
-		status = http.StatusNotFound
-	case cairn.Invalid:
-		status = http.StatusBadRequest
-	case cairn.TooLarge:
-		status = http.StatusRequestEntityTooLarge
-	case cairn.Conflict:
-		status = http.StatusConflict
-	case cairn.Unavailable:
-		status = http.StatusServiceUnavailable
-	}
-	writeJSON(w, status, map[string]any{"error": map[string]string{
-		"code": string(cairn.ErrorCode(err)), "message": cairn.ErrorMessage(err),
-	}})
-}
+// writeJSON and writeError write responses in the server's format.
+var (
+	writeJSON  = cairn.WriteJSON
+	writeError = cairn.WriteError
+)

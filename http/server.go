@@ -418,24 +418,8 @@ func bodyError(err error) error {
 	return cairn.Errorf(cairn.Invalid, "read request body: %v", err)
 }
 
-// Status returns the HTTP status of an error code.
-func Status(code cairn.Code) int {
-	switch code {
-	case cairn.NotFound:
-		return http.StatusNotFound
-	case cairn.Invalid:
-		return http.StatusBadRequest
-	case cairn.TooLarge:
-		return http.StatusRequestEntityTooLarge
-	case cairn.Conflict:
-		return http.StatusConflict
-	case cairn.Unavailable:
-		return http.StatusServiceUnavailable
-	case cairn.Timeout:
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusInternalServerError
-}
+// Status returns the HTTP status of an error code (cairn.HTTPStatus).
+func Status(code cairn.Code) int { return cairn.HTTPStatus(code) }
 
 // ErrorBody is the JSON body of every error response.
 type ErrorBody struct {
@@ -456,18 +440,7 @@ func writeErrorCode(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, b)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b = []byte(`{"error":{"code":"internal","message":"encode response"}}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	w.Write(b)
-	w.Write([]byte("\n"))
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { cairn.WriteJSON(w, status, v) }
 
 // readJSON decodes a JSON request body into v, strictly.
 func readJSON(r *http.Request, v any) error {
