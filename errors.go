@@ -81,3 +81,24 @@ var errCommit = &Error{Code: Unavailable, Msg: "commit failed: the write was not
 // errReset is returned to a turn whose object instance was discarded (failed
 // commit, panic in another turn, deleteAll) while the turn was released.
 var errReset = &Error{Code: Unavailable, Msg: "object was reset while the turn was released; retry"}
+
+// Keep marks a handler's error as one that does not roll back the turn: the
+// turn's writes are committed and err still reaches the caller. Use it for
+// an answer such as "lock held" from a handler that also did housekeeping
+// (expired a lease, removed a waiter) that must stay.
+func Keep(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &keptError{err}
+}
+
+type keptError struct{ err error }
+
+func (k *keptError) Error() string { return k.err.Error() }
+func (k *keptError) Unwrap() error { return k.err }
+
+func isKept(err error) bool {
+	var k *keptError
+	return errors.As(err, &k)
+}

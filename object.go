@@ -561,7 +561,7 @@ func (o *object) run(ctx context.Context, fn func(t *turn, inst *instance) error
 				inst.store.EndTx(false)
 				t.txDepth--
 			}
-			if eerr := inst.store.EndTurn(herr == nil); eerr != nil {
+			if eerr := inst.store.EndTurn(herr == nil || isKept(herr)); eerr != nil {
 				if herr == nil {
 					herr = eerr
 				}
@@ -688,12 +688,9 @@ func (t *turn) release(fn func(ctx context.Context) error) error {
 		t.flushOutbox()
 		err = callHandler(func() error { return fn(t.ctx) })
 	}
-	if aerr := o.acquire(t.ctx); aerr != nil {
-		if err == nil {
-			err = aerr
-		}
-		return err
-	}
+	// Queue for the turn even if the caller gave up: the handler gets its
+	// turn back to clean up, and knows it holds it.
+	o.acquire(context.WithoutCancel(t.ctx))
 	t.holding = true
 	if o.inst != inst || o.gen != t.gen {
 		t.stale = true

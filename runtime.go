@@ -89,6 +89,7 @@ type Runtime struct {
 	metrics    runtimeCounters
 
 	alarmPoke chan struct{}
+	closingCh chan struct{} // closed when Close begins
 	alarmMu   sync.Mutex
 	alarmBusy map[ID]bool
 
@@ -117,6 +118,7 @@ func NewRuntime(engine Engine) *Runtime {
 		objects:          make(map[ID]*object),
 		lru:              list.New(),
 		alarmPoke:        make(chan struct{}, 1),
+		closingCh:        make(chan struct{}),
 		alarmBusy:        make(map[ID]bool),
 	}
 }
@@ -255,6 +257,7 @@ func (rt *Runtime) Close(ctx context.Context) error {
 		return nil
 	}
 	rt.closing = true
+	close(rt.closingCh)
 	rt.mu.Unlock()
 	var socks sync.WaitGroup
 	for _, ws := range rt.sockets.all() {

@@ -37,6 +37,11 @@ func (st *State) Namespace() string { return st.o.ref.Namespace }
 // Runtime returns the runtime hosting the object, to reach other objects.
 func (st *State) Runtime() *Runtime { return st.o.rt }
 
+// Closing returns a channel closed when the runtime begins to close: a
+// handler that runs long (a stream, inside Release) should end then, so
+// that shutdown is not held up.
+func (st *State) Closing() <-chan struct{} { return st.o.rt.closingCh }
+
 // Now returns the runtime clock's time.
 func (st *State) Now() time.Time { return st.o.rt.Now() }
 
@@ -294,7 +299,8 @@ func (st *State) DeleteAll() error {
 // LLM call (G3). The turn's writes so far are committed and durable before fn
 // starts, so fn may send output that depends on them. While fn runs, other
 // events may be delivered; fn must not use the State. When fn returns the
-// turn queues again for the object and Release returns fn's error. If the
+// turn queues again for the object (even if the event's context ended, so
+// that the handler can clean up) and Release returns fn's error. If the
 // object was reset meanwhile, Release returns an Unavailable error and the
 // rest of the handler must not touch storage.
 //

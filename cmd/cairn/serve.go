@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairn-dev/cairn"
 	"github.com/cairn-dev/cairn/builtin"
+	"github.com/cairn-dev/cairn/coord"
 	cairnhttp "github.com/cairn-dev/cairn/http"
 	"github.com/cairn-dev/cairn/sqlite"
 )
@@ -264,6 +265,12 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	rt.MaxActive = cfg.MaxActive
 	rt.Logger = logger
 	for name, class := range builtin.Classes() {
+		if _, err := rt.Register(name, class); err != nil {
+			eng.Close()
+			return err
+		}
+	}
+	for name, class := range coord.Classes() {
 		if _, err := rt.Register(name, class); err != nil {
 			eng.Close()
 			return err
