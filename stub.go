@@ -197,7 +197,7 @@ func (s *Stub) Call(ctx context.Context, method string, arg, result any) error {
 		}
 		raw = b
 	}
-	out, err := s.CallJSON(ctx, method, raw)
+	out, err := s.callJSON(ctx, method, raw)
 	if err != nil {
 		return err
 	}
@@ -219,6 +219,14 @@ func (s *Stub) CallJSON(ctx context.Context, method string, arg json.RawMessage)
 	}
 	if !json.Valid(arg) {
 		return nil, Errorf(Invalid, "argument is not valid JSON")
+	}
+	return s.callJSON(ctx, method, arg)
+}
+
+// callJSON is CallJSON for an argument known to be valid JSON.
+func (s *Stub) callJSON(ctx context.Context, method string, arg json.RawMessage) (json.RawMessage, error) {
+	if method == "" || len(method) > 128 {
+		return nil, Errorf(Invalid, "method name must be 1 to 128 bytes")
 	}
 	o, err := s.enter(ctx)
 	if err != nil {

@@ -195,6 +195,25 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// FilesPerObject is how many file descriptors an object in memory holds:
+// its database and its WAL.
+const FilesPerObject = 2
+
+// MaxObjects returns how many objects fit in memory under the process's
+// open-file limit (after Open raised it), leaving room for sockets and the
+// catalog. Runtime.MaxActive should not exceed it.
+func MaxObjects() int {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Cur > 1<<30 {
+		return 1 << 30
+	}
+	const reserve = 1024 // listeners, sockets, the catalog, logs
+	if l.Cur <= reserve+FilesPerObject {
+		return 1
+	}
+	return int((l.Cur - reserve) / FilesPerObject)
+}
+
 // raiseFileLimit lifts the soft limit on open files to the hard limit: each
 // active object holds three descriptors.
 func raiseFileLimit() {

@@ -78,6 +78,9 @@ func (a *authorizer) Authorize(act zs.Action) zs.AuthResult {
 		}
 	case zs.OpSelect, zs.OpRecursive:
 	case zs.OpInsert, zs.OpUpdate, zs.OpDelete:
+		if strings.EqualFold(act.Table(), "sqlite_dbpage") {
+			return a.deny("sqlite_dbpage is not available")
+		}
 		a.writes = true
 		if t := strings.ToLower(act.Table()); !strings.HasPrefix(t, "sqlite_") {
 			a.dml = true

@@ -42,7 +42,6 @@ type store struct {
 	bytesAt  time.Time // when bytes was last read
 
 	// Sync state, touched only by Sync (one goroutine at a time).
-	wal       *os.File
 	walSynced bool
 }
 
@@ -93,9 +92,11 @@ func (s *store) open(create bool) error {
 		}
 		return fmt.Errorf("open store: %w", err)
 	}
-	if err := conn.SetDefensive(true); err != nil {
-		return fail(err)
-	}
+	// Not conn.SetDefensive: zombiezen v1.4.2 passes it one vararg where
+	// SQLite reads two, and SQLite writes through a stale pointer (heap
+	// corruption after some thousands of opens). The authorizer refuses
+	// what defensive mode guards against: writable_schema and the other
+	// pragmas, and sqlite_dbpage.
 	// One connection per object: exclusive locking spares the per-statement
 	// file locks and the shared-memory file. A new database is built
 	// without fsyncs; its first Sync makes it durable at Disk.
@@ -371,14 +372,15 @@ func (s *store) refreshBytes() {
 // Sync implements cairn.Store: fsync the WAL (and, the first time after the
 // database or its WAL was created, the database file and its directory).
 func (s *store) Sync(c cairn.CommitInfo) error {
-	if s.wal == nil {
-		f, err := os.OpenFile(s.path+"-wal", os.O_RDWR, 0)
-		if err != nil {
-			return fmt.Errorf("open wal: %w", err)
-		}
-		s.wal = f
+	// The WAL is opened for each sync rather than kept open: an idle
+	// object then holds two descriptors, not three.
+	wal, err := os.OpenFile(s.path+"-wal", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open wal: %w", err)
 	}
-	if err := fdatasync(s.wal); err != nil {
+	err = fdatasync(wal)
+	wal.Close()
+	if err != nil {
 		return fmt.Errorf("sync wal: %w", err)
 	}
 	if !s.walSynced {
@@ -412,10 +414,6 @@ func (s *store) Bytes() int64 { return s.bytes }
 
 // Close implements cairn.Store.
 func (s *store) Close() error {
-	if s.wal != nil {
-		s.wal.Close()
-		s.wal = nil
-	}
 	if s.conn == nil {
 		return nil
 	}

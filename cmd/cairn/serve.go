@@ -263,6 +263,11 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	rt.Durability = durability
 	rt.IdleTimeout = time.Duration(cfg.IdleTimeout)
 	rt.MaxActive = cfg.MaxActive
+	if limit := sqlite.MaxObjects(); rt.MaxActive > limit {
+		logger.Warn("max-active lowered to fit the open-file limit", "max_active", limit, "asked", cfg.MaxActive,
+			"files_per_object", sqlite.FilesPerObject)
+		rt.MaxActive = limit
+	}
 	rt.Logger = logger
 	for name, class := range builtin.Classes() {
 		if _, err := rt.Register(name, class); err != nil {
