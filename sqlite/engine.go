@@ -43,6 +43,10 @@ type Engine struct {
 	dirs    sync.Map // fan-out directories known to exist
 	closed  bool
 	nowFunc func() time.Time
+
+	tmplOnce sync.Once
+	tmpl     []byte
+	tmplErr  error
 }
 
 // Open opens (creating if needed) the data directory dir. level is the
@@ -55,22 +59,22 @@ func Open(dir string, level cairn.Durability) (*Engine, error) {
 	}
 	e := &Engine{dir: dir, objDir: objDir, level: level, nowFunc: time.Now}
 	path := filepath.Join(dir, "catalog.db")
-	conn, err := zs.OpenConn(path, zs.OpenReadWrite|zs.OpenCreate|zs.OpenNoMutex)
+	conn, err := openConn(path, zs.OpenReadWrite|zs.OpenCreate|zs.OpenNoMutex, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open catalog: %w", err)
 	}
 	e.cat = conn
 	if err := pragmas(conn, "journal_mode=WAL", "synchronous=NORMAL"); err != nil {
-		conn.Close()
+		closeConn(conn)
 		return nil, fmt.Errorf("open catalog: %w", err)
 	}
 	if err := sqlitex.ExecuteScript(conn, catalogSchema, nil); err != nil {
-		conn.Close()
+		closeConn(conn)
 		return nil, fmt.Errorf("open catalog: %w", err)
 	}
 	wal, err := os.OpenFile(path+"-wal", os.O_RDWR, 0)
 	if err != nil {
-		conn.Close()
+		closeConn(conn)
 		return nil, fmt.Errorf("open catalog wal: %w", err)
 	}
 	e.catWAL = wal
@@ -142,7 +146,7 @@ func (e *Engine) Close() error {
 	if e.catWAL != nil {
 		e.catWAL.Close()
 	}
-	if err := e.cat.Close(); err != nil {
+	if err := closeConn(e.cat); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -193,6 +197,64 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync directory: %w", err)
 	}
 	return nil
+}
+
+// writeTemplate creates path holding an empty object database (WAL mode,
+// reserved tables, no identity rows: open finishes the creation). It
+// writes a temporary file and renames it, so that path never holds half a
+// database.
+func (e *Engine) writeTemplate(path string) error {
+	e.tmplOnce.Do(func() { e.tmpl, e.tmplErr = buildTemplate(filepath.Join(e.dir, "template.tmp")) })
+	if e.tmplErr != nil {
+		return e.tmplErr
+	}
+	tmp := path + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(e.tmpl)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// buildTemplate makes the template database at path and returns its bytes.
+func buildTemplate(path string) ([]byte, error) {
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		os.Remove(p)
+	}
+	defer func() {
+		for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+			os.Remove(p)
+		}
+	}()
+	conn, err := openConn(path, zs.OpenReadWrite|zs.OpenCreate|zs.OpenNoMutex, nil)
+	if err != nil {
+		return nil, fmt.Errorf("build template: %w", err)
+	}
+	err = pragmas(conn, "journal_mode=WAL")
+	if err == nil {
+		err = sqlitex.ExecuteScript(conn, storeSchema, nil)
+	}
+	if cerr := closeConn(conn); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("build template: %w", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("build template: %w", err)
+	}
+	return b, nil
 }
 
 // FilesPerObject is how many file descriptors an object in memory holds:

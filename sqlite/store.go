@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairn-dev/cairn"
@@ -47,6 +48,38 @@ type store struct {
 
 const userStmtCacheSize = 64
 
+// connMu works around a race in zombiezen.com/go/sqlite v1.4.2: Conn.Close
+// frees the sqlite3 handle and only then drops the handle's entry from the
+// package's authorizer map, so a connection opened in between at the same
+// address loses its authorizer, and SQLite then calls a nil one (SIGSEGV,
+// seen by the benchmarks when creating objects). Opening with the
+// authorizer set, and closing, are therefore serialized; both are short.
+var connMu sync.Mutex
+
+// openConn opens a connection and installs its authorizer.
+func openConn(path string, flags zs.OpenFlags, auth zs.Authorizer) (*zs.Conn, error) {
+	connMu.Lock()
+	defer connMu.Unlock()
+	conn, err := zs.OpenConn(path, flags)
+	if err != nil {
+		return nil, err
+	}
+	if auth != nil {
+		if err := conn.SetAuthorizer(auth); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return conn, nil
+}
+
+// closeConn closes a connection opened by openConn.
+func closeConn(conn *zs.Conn) error {
+	connMu.Lock()
+	defer connMu.Unlock()
+	return conn.Close()
+}
+
 // OpenStore implements cairn.Engine.
 func (e *Engine) OpenStore(ctx context.Context, ref cairn.ObjectRef, opts cairn.StoreOptions) (cairn.Store, error) {
 	dir, path := e.objectPath(ref.ID)
@@ -68,6 +101,7 @@ func (e *Engine) OpenStore(ctx context.Context, ref cairn.ObjectRef, opts cairn.
 // finished creation. Opening a file without them (a crash mid-creation)
 // finishes the creation.
 func (s *store) open(create bool) error {
+	s.auth = &authorizer{}
 	flags := zs.OpenReadWrite | zs.OpenNoMutex
 	if create {
 		if err := s.e.ensureDir(s.dir); err != nil {
@@ -76,14 +110,20 @@ func (s *store) open(create bool) error {
 		if err := s.e.addObject(s.ref); err != nil {
 			return fmt.Errorf("create store: %w", err)
 		}
-		flags |= zs.OpenCreate
+		// Start from a copy of an empty database already in WAL mode with
+		// the reserved tables: one file created instead of SQLite's
+		// database, rollback journal and mode switch.
+		if err := s.e.writeTemplate(s.path); err != nil {
+			s.e.removeObject(s.ref.ID)
+			return fmt.Errorf("create store: %w", err)
+		}
 	}
-	conn, err := zs.OpenConn(s.path, flags)
+	conn, err := openConn(s.path, flags, s.auth)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	fail := func(err error) error {
-		conn.Close()
+		closeConn(conn)
 		if create {
 			os.Remove(s.path)
 			os.Remove(s.path + "-wal")
@@ -159,10 +199,6 @@ func (s *store) open(create bool) error {
 		conn.Limit(zs.LimitSQLLength, int32(min(s.opts.MaxSQLLen, math.MaxInt32)))
 	}
 	conn.Limit(zs.LimitAttached, 0)
-	s.auth = &authorizer{}
-	if err := conn.SetAuthorizer(s.auth); err != nil {
-		return fail(err)
-	}
 	s.conn = conn
 	s.pageSize = pageSize
 	s.user = make(map[string]*zs.Stmt)
@@ -430,7 +466,9 @@ func (s *store) Close() error {
 		// The checkpoint on close must fsync before the WAL is deleted.
 		sqlitex.ExecuteTransient(s.conn, "PRAGMA synchronous=FULL", nil)
 	}
-	err := s.conn.Close()
+	// Checkpoint now, so that the close under connMu is quick.
+	sqlitex.ExecuteTransient(s.conn, "PRAGMA wal_checkpoint(TRUNCATE)", nil)
+	err := closeConn(s.conn)
 	s.conn = nil
 	if err != nil {
 		return fmt.Errorf("close store: %w", err)
