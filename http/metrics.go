@@ -163,5 +163,3 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 	})
 }
 
-func (s *Server) socketOpened() {}
-func (s *Server) socketClosed() {}

@@ -38,7 +38,6 @@ func (u *upgrader) Upgrade(ws *cairn.WebSocket) (cairn.SocketConn, error) {
 	}
 	c.SetReadLimit(u.s.MaxMessageBytes)
 	u.ws, u.conn = ws, c
-	u.s.socketOpened()
 	return socketConn{c}, nil
 }
 
@@ -46,7 +45,6 @@ func (u *upgrader) Upgrade(ws *cairn.WebSocket) (cairn.SocketConn, error) {
 // closes. It runs on the request goroutine, which the hijacked connection
 // frees from the server's timeouts.
 func (u *upgrader) serve() {
-	defer u.s.socketClosed()
 	ctx := context.Background()
 	for {
 		typ, data, err := u.conn.Read(ctx)
