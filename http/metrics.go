@@ -162,4 +162,3 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 		latency.Observe(time.Since(start).Seconds())
 	})
 }
-
