@@ -44,6 +44,10 @@ type Engine struct {
 	closed  bool
 	nowFunc func() time.Time
 
+	catWrites uint64     // catalog writes so far; guarded by mu
+	syncMu    sync.Mutex // serializes catalog fsyncs
+	catSynced uint64     // catWrites covered by the last fsync; guarded by syncMu
+
 	tmplOnce sync.Once
 	tmpl     []byte
 	tmplErr  error
@@ -79,7 +83,7 @@ func Open(dir string, level cairn.Durability) (*Engine, error) {
 	}
 	e.catWAL = wal
 	if level == cairn.Disk {
-		if err := e.syncCatalog(); err != nil {
+		if err := fdatasync(e.catWAL); err != nil {
 			e.Close()
 			return nil, err
 		}
@@ -152,10 +156,24 @@ func (e *Engine) Close() error {
 	return errors.Join(errs...)
 }
 
+// syncCatalog makes every catalog write made so far durable. Concurrent
+// callers share fsyncs: one that started after a caller's writes covers it.
 func (e *Engine) syncCatalog() error {
-	if err := e.catWAL.Sync(); err != nil {
+	e.mu.Lock()
+	want := e.catWrites
+	e.mu.Unlock()
+	e.syncMu.Lock()
+	defer e.syncMu.Unlock()
+	if e.catSynced >= want {
+		return nil
+	}
+	e.mu.Lock()
+	upto := e.catWrites
+	e.mu.Unlock()
+	if err := fdatasync(e.catWAL); err != nil {
 		return fmt.Errorf("sync catalog: %w", err)
 	}
+	e.catSynced = upto
 	return nil
 }
 
@@ -294,6 +312,7 @@ func (e *Engine) addObject(ref cairn.ObjectRef) error {
 	if e.closed {
 		return cairn.Errorf(cairn.Unavailable, "engine is closed")
 	}
+	e.catWrites++
 	return sqlitex.Execute(e.cat, `INSERT INTO objects (id, namespace, name, created, last_active) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`, &sqlitex.ExecOptions{Args: []any{ref.ID.String(), ref.Namespace, ref.Name, now, now}})
 }
@@ -411,6 +430,7 @@ func (e *Engine) HintAlarm(ref cairn.ObjectRef, at time.Time) error {
 	err := sqlitex.Execute(e.cat, `INSERT INTO alarms (id, namespace, name, at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET at = min(at, excluded.at)`,
 		&sqlitex.ExecOptions{Args: []any{ref.ID.String(), ref.Namespace, ref.Name, at.UnixNano()}})
+	e.catWrites++
 	e.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("hint alarm: %w", err)

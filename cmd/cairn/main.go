@@ -6,6 +6,10 @@
 //	cairn sql ...          run SQL on an object
 //	cairn objects ...      list, inspect and delete objects
 //	cairn alarm ...        get, set and delete an object's alarm
+//	cairn lock ...         acquire, renew, release and inspect a lock
+//	cairn leader ...       campaign, renew, resign and get a group's leader
+//	cairn presence ...     heartbeat, leave and list a room's members
+//	cairn queue ...        enqueue, claim, ack, nack; stats and dead letters
 //	cairn usage            usage per namespace
 //	cairn bench ...        measure cairn (and the workerd peer) under load
 //	cairn version          print the version
@@ -64,6 +68,10 @@ Usage:
   cairn sql NS NAME "SQL" [ARGS...]        run SQL on an object
   cairn objects list|inspect|delete ...    the object catalog
   cairn alarm get|set|delete NS NAME [T]   an object's alarm
+  cairn lock VERB RESOURCE [flags]         a lock with a fencing token
+  cairn leader VERB GROUP [flags]          leader election
+  cairn presence VERB ROOM [flags]         who is in a room
+  cairn queue VERB NAME [flags]            a work queue
   cairn usage                              usage per namespace
   cairn bench [flags]                      load test (cairn vs workerd)
   cairn version                            print the version
@@ -85,6 +93,8 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return m.runServe(ctx, rest)
 	case "kv", "call", "sql", "objects", "alarm", "usage":
 		return m.runClient(ctx, cmd, rest)
+	case "lock", "leader", "presence", "queue":
+		return m.runCoord(ctx, cmd, rest)
 	case "bench":
 		return m.runBench(ctx, rest)
 	case "version", "--version":

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/cairn-dev/cairn"
+	"github.com/cairn-dev/cairn/coord"
+	cairnhttp "github.com/cairn-dev/cairn/http"
+	"github.com/cairn-dev/cairn/sqlite"
+)
+
+// cairnSystem is cairn as `cairn serve --durability disk` runs it: the
+// runtime on SQLite, the coord classes, the HTTP server on loopback.
+type cairnSystem struct {
+	rt   *cairn.Runtime
+	srv  *cairnhttp.Server
+	url  string
+	errc chan error
+}
+
+func startCairn(dir, durability string, log *slog.Logger) (*cairnSystem, error) {
+	level, err := cairn.ParseDurability(durability)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := sqlite.Open(dir, level)
+	if err != nil {
+		return nil, err
+	}
+	rt := cairn.NewRuntime(eng)
+	rt.Durability = level
+	rt.Logger = log
+	for name, class := range coord.Classes() {
+		if _, err := rt.Register(name, class); err != nil {
+			eng.Close()
+			return nil, err
+		}
+	}
+	if err := rt.Open(); err != nil {
+		eng.Close()
+		return nil, err
+	}
+	srv := cairnhttp.NewServer(rt)
+	srv.Logger = log
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		rt.Close(context.Background())
+		return nil, err
+	}
+	s := &cairnSystem{rt: rt, srv: srv, url: "http://" + ln.Addr().String(), errc: make(chan error, 1)}
+	go func() { s.errc <- srv.Serve(ln) }()
+	return s, nil
+}
+
+func (s *cairnSystem) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	serr := s.srv.Shutdown(ctx)
+	cerr := s.rt.Close(ctx)
+	<-s.errc
+	return errors.Join(serr, cerr)
+}
+
+// dial returns a client with one keep-alive connection of its own, as a
+// separate process would have.
+func (s *cairnSystem) dial(ctx context.Context, i int) (locker, error) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}
+	return &cairnLocker{
+		hc:    &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		url:   s.url,
+		owner: fmt.Sprintf("client-%d", i),
+	}, nil
+}
+
+type cairnLocker struct {
+	hc    *http.Client
+	url   string
+	owner string
+	body  bytes.Buffer
+}
+
+func (c *cairnLocker) close() error {
+	c.hc.CloseIdleConnections()
+	return nil
+}
+
+// roundTrip calls the lock's RPC routes: Acquire, waiting in line for up
+// to 10 s, then Release with the fencing token.
+func (c *cairnLocker) roundTrip(ctx context.Context, lock string) error {
+	obj := c.url + cairnhttp.ObjectPath("/v1/objects", "lock", lock) + "/rpc/"
+	var g coord.AcquireResult
+	if err := c.post(ctx, obj+"Acquire", coord.AcquireArgs{Owner: c.owner, TTLMs: 30000, WaitMs: 10000}, &g); err != nil {
+		return fmt.Errorf("acquire: %w", err)
+	}
+	var r coord.ReleaseResult
+	if err := c.post(ctx, obj+"Release", coord.ReleaseArgs{Owner: c.owner, Token: g.Token}, &r); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	if !r.Released {
+		return errors.New("release: not released")
+	}
+	return nil
+}
+
+func (c *cairnLocker) post(ctx context.Context, url string, in, out any) error {
+	c.body.Reset()
+	if err := json.NewEncoder(&c.body).Encode(in); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(c.body.Bytes()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return json.Unmarshal(b, out)
+}

@@ -1,0 +1,375 @@
+// Command coordpeers measures cairn's lock against the tools a user would
+// otherwise pick for a distributed lock, in one run over loopback: Redis
+// (SET NX PX and a compare-and-delete script, durable with appendfsync
+// always, and with everysec for reference) and etcd's concurrency.Mutex
+// (embedded etcd, fsync on). Each system gets --clients concurrent clients
+// doing acquire+release round trips for --duration, on one lock and on
+// 1,000 locks taken round robin; the table shows round trips per second,
+// the latency of a round trip and the ratio to cairn.
+//
+// It is a module of its own so that etcd's dependencies stay out of
+// cairn's go.mod. Run it from its directory:
+//
+//	cd bench/coordpeers && go run . [flags]
+//
+// Redis is skipped (said so in the output) if redis-server is not on the
+// PATH: `apt-get install redis-server`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+)
+
+func main() {
+	ctx, stop := signalContext()
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "coordpeers:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command line.
+type options struct {
+	clients    int
+	duration   time.Duration
+	warmup     time.Duration
+	locks      []int
+	systems    []string
+	redis      string
+	data       string
+	cpuprofile string
+	durability string
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("coordpeers", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.clients, "clients", 16, "concurrent clients per system, each with its own connection")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per system and lock count")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before each measurement")
+	locks := fs.String("locks", "1,1000", "lock counts to run, separated by commas (round robin over the locks)")
+	systems := fs.String("systems", "cairn,redis-always,redis-everysec,etcd", "systems to run, separated by commas")
+	fs.StringVar(&o.redis, "redis-server", "redis-server", "the redis-server binary")
+	fs.StringVar(&o.data, "data", "", "directory for the systems' data (default: a temporary directory, removed at the end)")
+	fs.StringVar(&o.durability, "cairn-durability", "disk", "cairn's durability: disk (fsync before answering, the fair comparison) or process (to see what fsync costs)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the cairn runs (server and clients: one process) to this file")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, s := range strings.Split(*locks, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("--locks: %q is not a positive count", s)
+		}
+		o.locks = append(o.locks, n)
+	}
+	for _, s := range strings.Split(*systems, ",") {
+		s = strings.TrimSpace(s)
+		switch s {
+		case "cairn", "redis-always", "redis-everysec", "etcd":
+			o.systems = append(o.systems, s)
+		default:
+			return o, fmt.Errorf("--systems: unknown system %q", s)
+		}
+	}
+	if o.durability != "disk" && o.durability != "process" {
+		return o, fmt.Errorf("--cairn-durability: want disk or process, not %q", o.durability)
+	}
+	if o.clients < 1 || o.duration <= 0 || o.warmup < 0 {
+		return o, errors.New("--clients and --duration must be positive")
+	}
+	return o, nil
+}
+
+// A system is a lock service under test, started by this program.
+type system interface {
+	// dial returns client i's connection.
+	dial(ctx context.Context, i int) (locker, error)
+	close() error
+}
+
+// A locker is one client: roundTrip acquires the named lock, waiting for
+// it as the system's usual client does, and releases it.
+type locker interface {
+	roundTrip(ctx context.Context, lock string) error
+	close() error
+}
+
+// row is one line of the table.
+type row struct {
+	system string
+	locks  int
+	note   string // why it was skipped, or a remark
+	res    result
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	o, err := parseFlags(args, os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if o.data == "" {
+		if o.data, err = os.MkdirTemp("", "coordpeers-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(o.data)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	fmt.Fprintf(stdout, "coordpeers: %d clients, %s per run after %s warmup, %d CPUs, %s; cairn durability %s; data in %s\n",
+		o.clients, o.duration, o.warmup, runtime.NumCPU(), runtime.Version(), o.durability, o.data)
+
+	var rows []row
+	for _, name := range o.systems {
+		for _, n := range o.locks {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r := row{system: name, locks: n}
+			dir, err := os.MkdirTemp(o.data, name+"-")
+			if err != nil {
+				return err
+			}
+			sys, note, err := start(ctx, name, dir, o, log)
+			if err != nil {
+				return fmt.Errorf("start %s: %w", name, err)
+			}
+			if sys == nil {
+				r.note = note
+				fmt.Fprintf(stdout, "%-15s %5d locks: skipped: %s\n", name, n, note)
+				rows = append(rows, r)
+				continue
+			}
+			var prof *os.File
+			if name == "cairn" && o.cpuprofile != "" {
+				if prof, err = os.Create(fmt.Sprintf("%s.%d", o.cpuprofile, n)); err != nil {
+					sys.close()
+					return err
+				}
+				pprof.StartCPUProfile(prof)
+			}
+			r.res, err = measure(ctx, sys, n, o)
+			if prof != nil {
+				pprof.StopCPUProfile()
+				prof.Close()
+			}
+			if cerr := sys.close(); err == nil && cerr != nil {
+				err = fmt.Errorf("stop %s: %w", name, cerr)
+			}
+			if err != nil {
+				return fmt.Errorf("%s, %d locks: %w", name, n, err)
+			}
+			fmt.Fprintf(stdout, "%-15s %5d locks: %8.0f round trips/s  p50 %-8s p99 %-8s (%d errors)\n",
+				name, n, r.res.rps(), ms(r.res.p50), ms(r.res.p99), r.res.errors)
+			rows = append(rows, r)
+		}
+	}
+	fmt.Fprintln(stdout)
+	printTable(stdout, rows)
+	return nil
+}
+
+// start starts the named system in dir. A nil system with a note means it
+// is skipped.
+func start(ctx context.Context, name, dir string, o options, log *slog.Logger) (system, string, error) {
+	switch name {
+	case "cairn":
+		s, err := startCairn(dir, o.durability, log)
+		return s, "", err
+	case "redis-always", "redis-everysec":
+		return startRedis(ctx, o.redis, dir, strings.TrimPrefix(name, "redis-"), o.clients)
+	case "etcd":
+		s, err := startEtcd(dir)
+		return s, "", err
+	}
+	return nil, "", fmt.Errorf("unknown system %q", name)
+}
+
+// lockName is the i-th of n locks.
+func lockName(n, i int) string { return "bench-" + strconv.Itoa(n) + "-" + strconv.Itoa(i) }
+
+// measure runs o.clients clients against sys on n locks.
+func measure(ctx context.Context, sys system, n int, o options) (result, error) {
+	clients := make([]locker, o.clients)
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.close()
+			}
+		}
+	}()
+	for i := range clients {
+		c, err := sys.dial(ctx, i)
+		if err != nil {
+			return result{}, fmt.Errorf("client %d: %w", i, err)
+		}
+		clients[i] = c
+	}
+	// Touch every lock once first, so that creating them (a cairn object
+	// and its database, an etcd key prefix) is not measured.
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, len(clients))
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := c.roundTrip(ctx, lockName(n, i)); err != nil {
+					errc <- fmt.Errorf("first round trip on %s: %w", lockName(n, i), err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return result{}, err
+	default:
+	}
+
+	// The closed loop: each client starts its next round trip as soon as
+	// the last one ended, on the next lock of a shared round robin.
+	next.Store(0)
+	var measuring, stop atomic.Bool
+	lats := make([][]time.Duration, len(clients))
+	errs := make([]int, len(clients))
+	var firstErr error
+	var errOnce sync.Once
+	for ci, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() && ctx.Err() == nil {
+				lock := lockName(n, int(next.Add(1)-1)%n)
+				t0 := time.Now()
+				err := c.roundTrip(ctx, lock)
+				d := time.Since(t0)
+				if !measuring.Load() {
+					continue
+				}
+				if err != nil {
+					errs[ci]++
+					errOnce.Do(func() { firstErr = err })
+					continue
+				}
+				lats[ci] = append(lats[ci], d)
+			}
+		}()
+	}
+	sleep(ctx, o.warmup)
+	measuring.Store(true)
+	t0 := time.Now()
+	sleep(ctx, o.duration)
+	measuring.Store(false)
+	elapsed := time.Since(t0)
+	stop.Store(true)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return result{}, ctx.Err()
+	}
+	var all []time.Duration
+	res := result{elapsed: elapsed}
+	for i := range clients {
+		all = append(all, lats[i]...)
+		res.errors += errs[i]
+	}
+	slices.Sort(all)
+	res.n = len(all)
+	if len(all) > 0 {
+		res.p50 = all[len(all)*50/100]
+		res.p99 = all[min(len(all)-1, len(all)*99/100)]
+	}
+	if res.errors > 0 && res.n == 0 {
+		return res, fmt.Errorf("every round trip failed: %w", firstErr)
+	}
+	if res.errors > 0 {
+		fmt.Fprintf(os.Stderr, "coordpeers: %d round trips failed; the first: %v\n", res.errors, firstErr)
+	}
+	return res, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// result is one measurement.
+type result struct {
+	n        int // successful round trips
+	errors   int
+	elapsed  time.Duration
+	p50, p99 time.Duration
+}
+
+func (r result) rps() float64 { return float64(r.n) / r.elapsed.Seconds() }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
+
+// printTable prints the rows as a Markdown table, with each system's
+// throughput as a ratio to cairn's on the same lock count.
+func printTable(w io.Writer, rows []row) {
+	cairnRPS := map[int]float64{}
+	for _, r := range rows {
+		if r.system == "cairn" && r.note == "" {
+			cairnRPS[r.locks] = r.res.rps()
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(tw, "| system\t locks\t round trips/s\t p50\t p99\t throughput vs cairn\t")
+	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t")
+	for _, r := range rows {
+		if r.note != "" {
+			fmt.Fprintf(tw, "| %s\t %d\t skipped: %s\t\t\t\t\n", r.system, r.locks, r.note)
+			continue
+		}
+		ratio := "-"
+		if c := cairnRPS[r.locks]; c > 0 {
+			ratio = fmt.Sprintf("%.2fx", r.res.rps()/c)
+		}
+		fmt.Fprintf(tw, "| %s\t %d\t %.0f\t %s\t %s\t %s\t\n", r.system, r.locks, r.res.rps(), ms(r.res.p50), ms(r.res.p99), ratio)
+	}
+	tw.Flush()
+}
+
+// freeAddr returns a loopback address nobody listens on right now.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
