@@ -67,11 +67,15 @@ type Server struct {
 	shutdown bool
 }
 
-// Route is an extra route for Server.Routes.
+// Route is an extra route for Server.Routes. It needs the admin scope,
+// unless Namespace is set (then a token that may reach that namespace, as
+// the object routes ask) or Public is (no auth).
 type Route struct {
-	Pattern string
-	Handler http.Handler
-	Public  bool
+	Pattern   string
+	Handler   http.Handler
+	Namespace string
+	Public    bool
+	Name      string // the route label in metrics; default "extra"
 }
 
 type tokenHash struct {
@@ -141,10 +145,17 @@ func (s *Server) Handler() http.Handler {
 	s.adminRoutes(handle)
 	for _, rt := range s.Routes {
 		h := rt.Handler.ServeHTTP
-		if !rt.Public {
+		switch {
+		case rt.Namespace != "":
+			h = s.scoped(rt.Namespace, h)
+		case !rt.Public:
 			h = s.admin(h)
 		}
-		handle(rt.Pattern, "extra", h)
+		route := rt.Name
+		if route == "" {
+			route = "extra"
+		}
+		handle(rt.Pattern, route, h)
 	}
 	handle("/", "notfound", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, cairn.Errorf(cairn.NotFound, "no route for %s %s", r.Method, r.URL.Path))
@@ -314,6 +325,23 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 			writeErrorCode(w, http.StatusForbidden, "forbidden", "this token has no admin scope")
 			return
 		}
+		h(w, r)
+	}
+}
+
+// scoped wraps a handler that reaches objects of namespace ns: it needs a
+// token allowed there, and its body is capped like the object routes'.
+func (s *Server) scoped(ns string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := s.authenticate(w, r)
+		if !ok {
+			return
+		}
+		if !tok.allows(ns) {
+			writeErrorCode(w, http.StatusForbidden, "forbidden", "this token may not reach namespace "+quote(ns))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
 		h(w, r)
 	}
 }

@@ -32,6 +32,7 @@ type Config struct {
 	MaxBody     int64             `json:"max_body_bytes"`
 	LogLevel    string            `json:"log_level"`
 	Tokens      []cairnhttp.Token `json:"tokens"`
+	Agents      []AgentConfig     `json:"agents"`
 }
 
 // Duration is a time.Duration written as "60s" in JSON.
@@ -281,6 +282,15 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 			return err
 		}
 	}
+	agents, err := m.agentService(cfg)
+	if err != nil {
+		eng.Close()
+		return errUsage{err.Error()}
+	}
+	if _, err := agents.Register(rt); err != nil {
+		eng.Close()
+		return err
+	}
 	metrics := cairnhttp.NewMetrics(rt)
 	if err := rt.Open(); err != nil {
 		eng.Close()
@@ -291,6 +301,7 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	srv.MaxBodyBytes = cfg.MaxBody
 	srv.Logger = logger
 	srv.Metrics = metrics
+	srv.Routes = append(srv.Routes, agentRoutes(agents)...)
 	closeRuntime := func() error {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+
+	"github.com/cairn-dev/cairn"
+)
+
+// Role is who wrote a message.
+type Role string
+
+// The roles of messages.
+const (
+	User      Role = "user"
+	Assistant Role = "assistant"
+	System    Role = "system"
+	Tool      Role = "tool"
+)
+
+// Status is where a message is in its life.
+type Status string
+
+// The statuses of a message. A user message is complete, or pending while
+// it waits for an earlier generation of its session (it is not sent to the
+// model until then), or cancelled if the server stopped before it was sent.
+// An assistant message is streaming while its generation runs, then
+// complete, error (the provider failed) or cancelled (the server stopped
+// it). Only complete messages are sent to the model.
+const (
+	Complete  Status = "complete"
+	Pending   Status = "pending"
+	Streaming Status = "streaming"
+	Failed    Status = "error"
+	Cancelled Status = "cancelled"
+)
+
+// The types of message parts.
+const (
+	PartText       = "text"
+	PartReasoning  = "reasoning"
+	PartToolCall   = "tool-call"
+	PartToolResult = "tool-result"
+)
+
+// Part is one piece of a message, in the shape of the AI SDK's UIMessage
+// parts: {type:"text",text}, {type:"reasoning",text},
+// {type:"tool-call",toolCallId,toolName,input} and
+// {type:"tool-result",toolCallId,output}. Input and Output are JSON values;
+// tool-call input a model produced that is not valid JSON is kept as a JSON
+// string.
+type Part struct {
+	Type       string          `json:"type"`
+	Text       string          `json:"text,omitempty"`
+	ToolCallID string          `json:"toolCallId,omitempty"`
+	ToolName   string          `json:"toolName,omitempty"`
+	Input      json.RawMessage `json:"input,omitempty"`
+	Output     json.RawMessage `json:"output,omitempty"`
+}
+
+// Usage counts the tokens of one model call, as the provider reported them
+// (the echo provider counts words).
+type Usage struct {
+	InputTokens  int64 `json:"input_tokens"`
+	OutputTokens int64 `json:"output_tokens"`
+}
+
+// Message is one message of a session, stored as one row (chunked over
+// several when large).
+type Message struct {
+	ID        string    `json:"id"`
+	Role      Role      `json:"role"`
+	Parts     []Part    `json:"parts"`
+	CreatedAt time.Time `json:"created_at"`
+	Status    Status    `json:"status"`
+	Usage     *Usage    `json:"usage,omitempty"`
+	Model     string    `json:"model,omitempty"`
+	Error     string    `json:"error,omitempty"` // why the message failed or was cancelled
+}
+
+// Text returns the concatenated text parts of m.
+func (m *Message) Text() string {
+	var s string
+	for _, p := range m.Parts {
+		if p.Type == PartText {
+			s += p.Text
+		}
+	}
+	return s
+}
+
+// newID returns a new message ID: "msg_" and 20 random hex digits.
+func newID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return "msg_" + hex.EncodeToString(b[:])
+}
+
+// validMessageID reports whether s has the form newID produces, so that a
+// cursor from a client reaches SQL only if it could be a message ID.
+func validMessageID(s string) bool {
+	if len(s) != 24 || s[:4] != "msg_" {
+		return false
+	}
+	_, err := hex.DecodeString(s[4:])
+	return err == nil
+}
+
+// maxErrorBytes bounds the error text stored with a message.
+const maxErrorBytes = 4 << 10
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut at a rune boundary.
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// errorText renders a generation error for storage and clients: the
+// message of a *cairn.Error (providers return those, with the provider's own
+// words), a generic text for anything else.
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return truncate(cairn.ErrorMessage(err), maxErrorBytes)
+}

@@ -1,0 +1,222 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cairn-dev/cairn"
+)
+
+// Namespace is the namespace Register puts sessions in.
+const Namespace = "agent"
+
+// DefaultAgent is the name of the agent a Service has when none is
+// configured.
+const DefaultAgent = "default"
+
+// Agent is one configured agent: a model, a system prompt and limits,
+// shared by all of its sessions.
+type Agent struct {
+	// Name addresses the agent in URLs: 1-64 ASCII letters, digits, '.',
+	// '_' and '-', starting with a letter or digit.
+	Name string
+	// Provider calls the model. Nil means Echo.
+	Provider Provider
+	// Model is the provider's model name ("gpt-4o-mini"); "echo" for Echo.
+	Model string
+	// System is the system prompt, if any.
+	System string
+	// MaxHistory is how many of the latest messages are sent to the model.
+	// Default 100.
+	MaxHistory int
+	// MaxTextBytes caps the text of one user message. Default 4 MiB.
+	MaxTextBytes int
+	// Timeout bounds one generation. Default 10 minutes.
+	Timeout time.Duration
+}
+
+// AgentInfo describes an agent in GET /v1/agents.
+type AgentInfo struct {
+	Name     string `json:"name"`
+	Provider string `json:"provider"`
+	Model    string `json:"model"`
+}
+
+// Service is the agent layer: its configured agents, the class of their
+// sessions, and the HTTP routes under /v1/agents.
+//
+// Each session is one object of namespace "agent", named
+// agent + "/" + session (agent names hold no '/'), so that one namespace
+// and one token scope cover every agent, and an agent's sessions are listed
+// together by name.
+type Service struct {
+	// MaxBodyBytes caps a request body on the routes. Default 8 MiB.
+	MaxBodyBytes int64
+
+	agents map[string]*Agent
+	order  []string
+	ns     *cairn.Namespace
+}
+
+// NewService returns a service for agents (defaults filled in). With no
+// agents it has one, DefaultAgent, on the Echo provider.
+func NewService(agents ...Agent) (*Service, error) {
+	if len(agents) == 0 {
+		agents = []Agent{{Name: DefaultAgent}}
+	}
+	s := &Service{MaxBodyBytes: 8 << 20, agents: make(map[string]*Agent)}
+	for _, a := range agents {
+		if err := validAgentName(a.Name); err != nil {
+			return nil, err
+		}
+		if _, dup := s.agents[a.Name]; dup {
+			return nil, cairn.Errorf(cairn.Conflict, "agent %q is configured twice", a.Name)
+		}
+		if a.Provider == nil {
+			a.Provider = Echo{}
+		}
+		if a.Model == "" {
+			if _, ok := a.Provider.(Echo); !ok {
+				return nil, cairn.Errorf(cairn.Invalid, "agent %q: a model is required", a.Name)
+			}
+			a.Model = "echo"
+		}
+		if a.MaxHistory <= 0 {
+			a.MaxHistory = 100
+		}
+		if a.MaxTextBytes <= 0 {
+			a.MaxTextBytes = 4 << 20
+		}
+		if a.Timeout <= 0 {
+			a.Timeout = 10 * time.Minute
+		}
+		s.agents[a.Name] = &a
+		s.order = append(s.order, a.Name)
+	}
+	return s, nil
+}
+
+func validAgentName(name string) error {
+	if len(name) == 0 || len(name) > 64 {
+		return cairn.Errorf(cairn.Invalid, "agent name must be 1 to 64 bytes")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return cairn.Errorf(cairn.Invalid, "agent name must start with a letter or digit and hold only letters, digits, '.', '_' and '-'")
+		}
+	}
+	return nil
+}
+
+// Agents lists the configured agents in configuration order.
+func (s *Service) Agents() []AgentInfo {
+	out := make([]AgentInfo, 0, len(s.order))
+	for _, n := range s.order {
+		a := s.agents[n]
+		out = append(out, AgentInfo{Name: a.Name, Provider: a.Provider.Name(), Model: a.Model})
+	}
+	return out
+}
+
+// Class returns the class of sessions. Register it under Namespace (or
+// call Register) so that Session and Handler find it.
+func (s *Service) Class() cairn.Class {
+	return cairn.Class{New: s.newSession, Migrations: migrations}
+}
+
+// Register registers the class under Namespace on rt. Call it before
+// rt.Open.
+func (s *Service) Register(rt *cairn.Runtime) (*cairn.Namespace, error) {
+	ns, err := rt.Register(Namespace, s.Class())
+	if err != nil {
+		return nil, err
+	}
+	s.ns = ns
+	return ns, nil
+}
+
+// ObjectName returns the object name of a session of an agent.
+func ObjectName(agent, session string) string { return agent + "/" + session }
+
+// Session returns the stub of a session of a configured agent. Its HTTP
+// handler serves GET and POST /messages.
+func (s *Service) Session(agent, session string) (*cairn.Stub, error) {
+	if s.ns == nil {
+		return nil, cairn.Errorf(cairn.Unavailable, "the agent class is not registered")
+	}
+	if _, ok := s.agents[agent]; !ok {
+		if err := validAgentName(agent); err != nil {
+			return nil, err
+		}
+		return nil, cairn.Errorf(cairn.NotFound, "no agent %q", agent)
+	}
+	if session == "" {
+		return nil, cairn.Errorf(cairn.Invalid, "session name must not be empty")
+	}
+	return s.ns.GetByName(ObjectName(agent, session))
+}
+
+// Handler serves the agent API, to be mounted at "/v1/agents" and
+// "/v1/agents/" (see http.Server.Routes):
+//
+//	GET  /v1/agents                              the configured agents
+//	POST /v1/agents/{agent}/{session}/messages   send {"text": "..."}
+//	GET  /v1/agents/{agent}/{session}/messages   history, newest first
+//
+// A request under a session is delivered to the session's object with
+// the path after the session name. Auth is the mounting server's.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/agents", func(w http.ResponseWriter, r *http.Request) {
+		cairn.WriteJSON(w, http.StatusOK, map[string]any{"agents": s.Agents()})
+	})
+	mux.HandleFunc("/v1/agents/{agent}/{session}/{path...}", s.fetch)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		cairn.WriteError(w, cairn.Errorf(cairn.NotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// fetch forwards a request under a session to its object.
+func (s *Service) fetch(w http.ResponseWriter, r *http.Request) {
+	stub, err := s.Session(r.PathValue("agent"), r.PathValue("session"))
+	if err != nil {
+		cairn.WriteError(w, err)
+		return
+	}
+	// Read the body before the turn, so that a slow client holds no object.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			cairn.WriteError(w, cairn.Errorf(cairn.TooLarge, "request body exceeds %d bytes", mbe.Limit))
+			return
+		}
+		cairn.WriteError(w, cairn.Errorf(cairn.Invalid, "read request body: %v", err))
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.Body = io.NopCloser(bytes.NewReader(body))
+	r2.ContentLength = int64(len(body))
+	r2.URL.Path = "/" + r.PathValue("path")
+	r2.URL.RawPath = ""
+	r2.RequestURI = r2.URL.RequestURI()
+	if err := stub.Fetch(w, r2); err != nil && !errors.Is(err, cairn.ErrResponseStarted) {
+		cairn.WriteError(w, err)
+	}
+}
+
+// agentOf returns the agent a session object belongs to, from its name.
+func (s *Service) agentOf(objectName string) (*Agent, string) {
+	name, _, ok := strings.Cut(objectName, "/")
+	if !ok {
+		return nil, ""
+	}
+	return s.agents[name], name
+}

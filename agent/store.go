@@ -1,0 +1,292 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cairn-dev/cairn"
+)
+
+// Storage. Each message is one row of `messages`, ordered by seq (the
+// order the model saw them in). Its parts are a JSON array in the row when
+// the array is at most chunkBytes long; a longer array is split into
+// chunkBytes pieces in `message_chunks`, so that a message of any size fits
+// under SQLite's per-value limit (the runtime's MaxValueBytes) and a page
+// of history never reads one ever-growing value.
+
+// chunkBytes is the most parts JSON kept in one row.
+const chunkBytes = 512 << 10
+
+// migrations are the agent class's schema. Append only.
+var migrations = []cairn.Migration{{SQL: `
+CREATE TABLE messages (
+	seq           INTEGER PRIMARY KEY,
+	id            TEXT NOT NULL UNIQUE,
+	role          TEXT NOT NULL,
+	status        TEXT NOT NULL,
+	created_at    INTEGER NOT NULL,
+	input_tokens  INTEGER,
+	output_tokens INTEGER,
+	model         TEXT NOT NULL DEFAULT '',
+	error         TEXT NOT NULL DEFAULT '',
+	parts         BLOB,
+	chunks        INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE message_chunks (
+	message_id TEXT NOT NULL,
+	n          INTEGER NOT NULL,
+	data       BLOB NOT NULL,
+	PRIMARY KEY (message_id, n)
+) WITHOUT ROWID;
+`}}
+
+// store reads and writes one session's messages. It must be used in the
+// object's turn.
+type store struct{ st *cairn.State }
+
+// insert appends m at the end of the history.
+func (s store) insert(m *Message) error {
+	parts, chunks, err := encodeParts(m.Parts)
+	if err != nil {
+		return err
+	}
+	var in, out any
+	if m.Usage != nil {
+		in, out = m.Usage.InputTokens, m.Usage.OutputTokens
+	}
+	if _, err := s.st.Exec(`INSERT INTO messages (seq, id, role, status, created_at, input_tokens, output_tokens, model, error, parts, chunks)
+		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM messages), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, string(m.Role), string(m.Status), m.CreatedAt.UnixMilli(), in, out, m.Model, m.Error, parts, len(chunks)); err != nil {
+		return fmt.Errorf("insert message: %w", err)
+	}
+	return s.putChunks(m.ID, chunks)
+}
+
+// update rewrites m's parts, status, usage and error.
+func (s store) update(m *Message) error {
+	parts, chunks, err := encodeParts(m.Parts)
+	if err != nil {
+		return err
+	}
+	var in, out any
+	if m.Usage != nil {
+		in, out = m.Usage.InputTokens, m.Usage.OutputTokens
+	}
+	if _, err := s.st.Exec(`DELETE FROM message_chunks WHERE message_id = ?`, m.ID); err != nil {
+		return fmt.Errorf("update message: %w", err)
+	}
+	if _, err := s.st.Exec(`UPDATE messages SET status = ?, input_tokens = ?, output_tokens = ?, model = ?, error = ?, parts = ?, chunks = ? WHERE id = ?`,
+		string(m.Status), in, out, m.Model, m.Error, parts, len(chunks), m.ID); err != nil {
+		return fmt.Errorf("update message: %w", err)
+	}
+	return s.putChunks(m.ID, chunks)
+}
+
+func (s store) putChunks(id string, chunks [][]byte) error {
+	for i, c := range chunks {
+		if _, err := s.st.Exec(`INSERT INTO message_chunks (message_id, n, data) VALUES (?, ?, ?)`, id, i, c); err != nil {
+			return fmt.Errorf("insert message chunk: %w", err)
+		}
+	}
+	return nil
+}
+
+// activate makes the user message id complete and gives it the last place
+// in the history, if it is not there already: a message that waited for
+// other generations is seen by the model (and in the history) after their
+// replies.
+func (s store) activate(id string) error {
+	_, err := s.st.Exec(`UPDATE messages SET status = ?,
+		seq = CASE WHEN seq < (SELECT MAX(seq) FROM messages) THEN (SELECT MAX(seq) + 1 FROM messages) ELSE seq END
+		WHERE id = ?`, string(Complete), id)
+	if err != nil {
+		return fmt.Errorf("activate message: %w", err)
+	}
+	return nil
+}
+
+// setStatus sets the status and error of message id.
+func (s store) setStatus(id string, st Status, errText string) error {
+	if _, err := s.st.Exec(`UPDATE messages SET status = ?, error = ? WHERE id = ?`, string(st), errText, id); err != nil {
+		return fmt.Errorf("update message: %w", err)
+	}
+	return nil
+}
+
+// interrupt settles the messages an earlier instance left in flight (the
+// process stopped): a streaming reply failed, a pending message was never
+// sent.
+func (s store) interrupt() error {
+	if _, err := s.st.Exec(`UPDATE messages SET status = ?, error = ? WHERE status = ?`,
+		string(Failed), "interrupted: the server stopped during the generation", string(Streaming)); err != nil {
+		return err
+	}
+	_, err := s.st.Exec(`UPDATE messages SET status = ?, error = ? WHERE status = ?`,
+		string(Cancelled), "the server stopped before the message was sent to the model", string(Pending))
+	return err
+}
+
+// encodeParts returns the parts JSON for the row, or nil and the chunks.
+func encodeParts(parts []Part) ([]byte, [][]byte, error) {
+	if parts == nil {
+		parts = []Part{}
+	}
+	b, err := json.Marshal(parts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode parts: %w", err)
+	}
+	if len(b) <= chunkBytes {
+		return b, nil, nil
+	}
+	var chunks [][]byte
+	for len(b) > 0 {
+		n := min(len(b), chunkBytes)
+		chunks = append(chunks, b[:n])
+		b = b[n:]
+	}
+	return nil, chunks, nil
+}
+
+const messageColumns = `id, role, status, created_at, input_tokens, output_tokens, model, error, parts, chunks`
+
+// page returns up to limit messages before the message with ID before (or
+// the newest, if before is ""), newest first, and whether older ones exist.
+func (s store) page(before string, limit int) ([]Message, bool, error) {
+	after := int64(1) << 62 // beyond any seq
+	if before != "" {
+		if !validMessageID(before) {
+			return nil, false, cairn.Errorf(cairn.Invalid, "before must be a message id")
+		}
+		seq, ok, err := s.seq(before)
+		if err != nil {
+			return nil, false, err
+		}
+		if !ok {
+			return nil, false, cairn.Errorf(cairn.Invalid, "no message %s in this session", before)
+		}
+		after = seq
+	}
+	rows, err := s.st.Query(`SELECT `+messageColumns+` FROM messages WHERE seq < ? ORDER BY seq DESC LIMIT ?`, after, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("page messages: %w", err)
+	}
+	more := len(rows.Values) > limit
+	if more {
+		rows.Values = rows.Values[:limit]
+	}
+	msgs, err := s.decode(rows)
+	return msgs, more, err
+}
+
+// recent returns the last n complete messages, oldest first: the context
+// sent to the model.
+func (s store) recent(n int) ([]Message, error) {
+	rows, err := s.st.Query(`SELECT `+messageColumns+` FROM messages WHERE status = ? ORDER BY seq DESC LIMIT ?`, string(Complete), n)
+	if err != nil {
+		return nil, fmt.Errorf("read history: %w", err)
+	}
+	msgs, err := s.decode(rows)
+	if err != nil {
+		return nil, err
+	}
+	for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
+		msgs[i], msgs[j] = msgs[j], msgs[i]
+	}
+	return msgs, nil
+}
+
+// get returns the message with ID id.
+func (s store) get(id string) (Message, bool, error) {
+	rows, err := s.st.Query(`SELECT `+messageColumns+` FROM messages WHERE id = ?`, id)
+	if err != nil {
+		return Message{}, false, fmt.Errorf("read message: %w", err)
+	}
+	msgs, err := s.decode(rows)
+	if err != nil || len(msgs) == 0 {
+		return Message{}, false, err
+	}
+	return msgs[0], true, nil
+}
+
+func (s store) seq(id string) (int64, bool, error) {
+	rows, err := s.st.Query(`SELECT seq FROM messages WHERE id = ?`, id)
+	if err != nil {
+		return 0, false, fmt.Errorf("find message: %w", err)
+	}
+	if len(rows.Values) == 0 {
+		return 0, false, nil
+	}
+	seq, _ := rows.Values[0][0].(int64)
+	return seq, true, nil
+}
+
+// decode turns rows of messageColumns into messages, reading the chunks
+// of chunked ones.
+func (s store) decode(rows *cairn.Rows) ([]Message, error) {
+	msgs := make([]Message, 0, len(rows.Values))
+	for _, v := range rows.Values {
+		m := Message{
+			ID:        str(v[0]),
+			Role:      Role(str(v[1])),
+			Status:    Status(str(v[2])),
+			CreatedAt: time.UnixMilli(i64(v[3])).UTC(),
+			Model:     str(v[6]),
+			Error:     str(v[7]),
+		}
+		if v[4] != nil || v[5] != nil {
+			m.Usage = &Usage{InputTokens: i64(v[4]), OutputTokens: i64(v[5])}
+		}
+		raw := blob(v[8])
+		if n := i64(v[9]); n > 0 {
+			crows, err := s.st.Query(`SELECT data FROM message_chunks WHERE message_id = ? ORDER BY n`, m.ID)
+			if err != nil {
+				return nil, fmt.Errorf("read message chunks: %w", err)
+			}
+			if int64(len(crows.Values)) != n {
+				return nil, fmt.Errorf("message %s: %d chunks stored, %d expected", m.ID, len(crows.Values), n)
+			}
+			var buf bytes.Buffer
+			for _, c := range crows.Values {
+				buf.Write(blob(c[0]))
+			}
+			raw = buf.Bytes()
+		}
+		if err := json.Unmarshal(raw, &m.Parts); err != nil {
+			return nil, fmt.Errorf("message %s: decode parts: %w", m.ID, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+func str(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	}
+	return ""
+}
+
+func blob(v any) []byte {
+	switch x := v.(type) {
+	case []byte:
+		return x
+	case string:
+		return []byte(x)
+	}
+	return nil
+}
+
+func i64(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case float64:
+		return int64(x)
+	}
+	return 0
+}
