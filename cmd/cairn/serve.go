@@ -77,6 +77,11 @@ data directory. With no flags it listens on 127.0.0.1:8420 and keeps data in
 Settings, by precedence: flags, then environment, then the config file
 (--config, JSON; see docs/configuration.md), then defaults.
 
+Agents (/v1/agents): the config file's "agents" list; without one,
+OPENAI_BASE_URL and/or OPENAI_API_KEY (and CAIRN_MODEL, default gpt-4o-mini)
+point the agent "default" at an OpenAI-compatible server; with none of them
+it uses the offline echo provider.
+
 Flags:
 `
 
