@@ -28,7 +28,8 @@ type Status string
 // model until then), or cancelled if the server stopped before it was sent.
 // An assistant message is streaming while its generation runs, then
 // complete, error (the provider failed) or cancelled (the server stopped
-// it). Only complete messages are sent to the model.
+// it, or a client did with POST /cancel). Only complete messages are sent
+// to the model.
 const (
 	Complete  Status = "complete"
 	Pending   Status = "pending"

@@ -145,7 +145,8 @@ func (s *Service) Register(rt *cairn.Runtime) (*cairn.Namespace, error) {
 func ObjectName(agent, session string) string { return agent + "/" + session }
 
 // Session returns the stub of a session of a configured agent. Its HTTP
-// handler serves GET and POST /messages.
+// handler serves GET and POST /messages, POST /cancel and POST
+// /chat/completions (see the package documentation).
 func (s *Service) Session(agent, session string) (*cairn.Stub, error) {
 	if s.ns == nil {
 		return nil, cairn.Errorf(cairn.Unavailable, "the agent class is not registered")
@@ -168,6 +169,8 @@ func (s *Service) Session(agent, session string) (*cairn.Stub, error) {
 //	GET  /v1/agents                              the configured agents
 //	POST /v1/agents/{agent}/{session}/messages   send {"text": "..."}
 //	GET  /v1/agents/{agent}/{session}/messages   history, newest first
+//	POST /v1/agents/{agent}/{session}/cancel     stop the generation in flight
+//	POST /v1/agents/{agent}/{session}/chat/completions   OpenAI-compatible
 //
 // A request under a session is delivered to the session's object with
 // the path after the session name. Auth is the mounting server's.

@@ -28,6 +28,12 @@ type session struct {
 	mu      sync.Mutex
 	busy    bool
 	waiters []chan struct{} // closed, in order, when the generation before ends
+
+	// The cancel switch of the generation in flight, guarded by mu: stop
+	// ends its model call; stopped records that a client asked for it, so
+	// that the reply is stored as cancelled whatever the provider said.
+	stop    context.CancelFunc
+	stopped bool
 }
 
 func (s *Service) newSession(st *cairn.State) (any, error) {
@@ -42,9 +48,24 @@ func (s *Service) newSession(st *cairn.State) (any, error) {
 	return ss, nil
 }
 
-// ServeHTTP serves GET and POST /messages.
+// ServeHTTP serves GET and POST /messages, POST /cancel and POST
+// /chat/completions.
 func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/messages" {
+	switch r.URL.Path {
+	case "/messages":
+	case "/cancel", "/chat/completions":
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			cairn.WriteError(w, cairn.Errorf(cairn.Invalid, "method %s not allowed; use POST", r.Method))
+			return
+		}
+		if r.URL.Path == "/cancel" {
+			s.cancel(w)
+		} else {
+			s.completions(w, r)
+		}
+		return
+	default:
 		cairn.WriteError(w, cairn.Errorf(cairn.NotFound, "no route for %s %s", r.Method, r.URL.Path))
 		return
 	}
@@ -115,13 +136,37 @@ func (s *session) post(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.generate(w, r, a, in.Text, &uiSink{sse: stream})
+}
+
+// cancel serves POST /cancel: it stops the generation in flight, if any.
+// Its reply is then stored with status cancelled and the output so far.
+func (s *session) cancel(w http.ResponseWriter) {
+	s.mu.Lock()
+	stop := s.stop
+	if stop != nil {
+		s.stopped = true
+	}
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	cairn.WriteJSON(w, http.StatusOK, map[string]bool{"cancelled": stop != nil})
+}
+
+// errCancelled is the error of a reply a client cancelled.
+var errCancelled = cairn.Errorf(cairn.Conflict, "the generation was cancelled by a client")
+
+// generate stores the user message text, waits for the generations before
+// it and answers it through out.
+func (s *session) generate(w http.ResponseWriter, r *http.Request, a *Agent, text string, out sink) {
 	s.mu.Lock()
 	status := Complete
 	if s.busy {
 		status = Pending
 	}
 	s.mu.Unlock()
-	user := &Message{ID: newID(), Role: User, Parts: []Part{{Type: PartText, Text: in.Text}},
+	user := &Message{ID: newID(), Role: User, Parts: []Part{{Type: PartText, Text: text}},
 		CreatedAt: s.st.Now(), Status: status}
 	if err := s.store.insert(user); err != nil {
 		cairn.WriteError(w, err)
@@ -142,7 +187,7 @@ func (s *session) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.next()
-	g := &generation{s: s, a: a, w: w, user: user, sse: stream}
+	g := &generation{s: s, a: a, w: w, user: user, out: out}
 	g.run(r.Context())
 }
 
@@ -252,13 +297,70 @@ func wantsSSE(r *http.Request) bool {
 
 // generation is one model call answering one user message.
 type generation struct {
-	s    *session
-	a    *Agent
-	w    http.ResponseWriter
-	user *Message
-	sse  bool
-	msg  *Message // the assistant message
-	seq  int      // SSE events sent
+	s      *session
+	a      *Agent
+	w      http.ResponseWriter
+	user   *Message
+	out    sink
+	msg    *Message // the assistant message
+	finish string   // the provider's finish reason, once complete
+	seq    int      // SSE events sent
+}
+
+// sink renders a generation to its client: the messages API's JSON or
+// SSE (uiSink), or the chat completions shapes (chatSink). Errors before
+// begin are written by the generation as plain API errors.
+type sink interface {
+	// begin is called in the turn once both messages are durable.
+	begin(g *generation)
+	// stream is called, turn released, with each event as it arrives.
+	stream(g *generation, name string, data map[string]any)
+	// end answers with g.msg, stored, in the turn.
+	end(g *generation)
+	// fail answers with err, after begin.
+	fail(g *generation, err error)
+}
+
+// uiSink answers POST /messages: the stored message as JSON, or, with
+// sse, the events of the AI SDK-like stream.
+type uiSink struct{ sse bool }
+
+func (u *uiSink) begin(g *generation) {
+	if !u.sse {
+		return
+	}
+	h := g.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	g.w.WriteHeader(http.StatusOK)
+	g.event("message-start", map[string]any{"messageId": g.msg.ID, "userMessageId": g.user.ID, "model": g.a.Model})
+	g.w.(http.Flusher).Flush() // commit point: both messages are durable before this goes out
+}
+
+func (u *uiSink) stream(g *generation, name string, data map[string]any) {
+	if !u.sse {
+		return
+	}
+	g.event(name, data)
+	g.w.(http.Flusher).Flush()
+}
+
+func (u *uiSink) end(g *generation) {
+	if u.sse {
+		// Buffered until the turn's writes are durable (G5).
+		g.event("message-end", map[string]any{"message": g.msg})
+		return
+	}
+	cairn.WriteJSON(g.w, http.StatusOK, g.msg)
+}
+
+func (u *uiSink) fail(g *generation, err error) {
+	if u.sse {
+		g.event("error", map[string]any{"messageId": g.msg.ID, "error": errorText(err)})
+		return
+	}
+	cairn.WriteError(g.w, err)
 }
 
 // run calls the model and stores its answer. The caller holds the guard.
@@ -278,50 +380,49 @@ func (g *generation) run(ctx context.Context) {
 		cairn.WriteError(g.w, err)
 		return
 	}
-	if g.sse {
-		h := g.w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-cache")
-		h.Set("X-Accel-Buffering", "no")
-		g.w.WriteHeader(http.StatusOK)
-		g.event("message-start", map[string]any{"messageId": g.msg.ID, "userMessageId": g.user.ID, "model": a.Model})
-		g.w.(http.Flusher).Flush() // commit point: both messages are durable before this goes out
-	}
+	g.out.begin(g)
 	req := &Request{Model: a.Model, System: a.System, Messages: history}
 	closing := s.st.Closing()
+	// The cancel switch is armed in the turn that made the reply
+	// streaming, so a cancel that sees the reply streaming stops it. The
+	// generation's context is detached from the request's: a client that
+	// goes away does not stop it.
+	gctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	s.mu.Lock()
+	s.stop, s.stopped = stop, false
+	s.mu.Unlock()
 	var result genResult
-	err = s.st.Release(func(rctx context.Context) error {
-		result = g.call(rctx, req, closing)
+	err = s.st.Release(func(context.Context) error {
+		result = g.call(gctx, req, closing)
 		return nil
 	})
 	if err != nil {
 		// The instance was reset meanwhile: its successor marks the
 		// message failed (see interrupt); storage is off limits here.
-		if g.sse {
-			g.event("error", map[string]any{"messageId": g.msg.ID, "error": errorText(err)})
-		} else {
-			cairn.WriteError(g.w, err)
-		}
+		s.disarm()
+		g.out.fail(g, err)
 		return
 	}
 	g.msg.Parts = result.parts
 	g.msg.Usage = result.usage
 	g.msg.Status = result.status
 	g.msg.Error = result.err
+	g.finish = result.finish
 	if err := s.store.update(g.msg); err != nil {
-		if g.sse {
-			g.event("error", map[string]any{"messageId": g.msg.ID, "error": errorText(err)})
-		} else {
-			cairn.WriteError(g.w, err)
-		}
+		g.out.fail(g, err)
 		return
 	}
-	if g.sse {
-		// Buffered until the turn's writes are durable (G5).
-		g.event("message-end", map[string]any{"message": g.msg})
-		return
-	}
-	cairn.WriteJSON(g.w, http.StatusOK, g.msg)
+	g.out.end(g)
+}
+
+// disarm removes the cancel switch and reports whether a client used it.
+func (s *session) disarm() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stopped := s.stopped
+	s.stop, s.stopped = nil, false
+	return stopped
 }
 
 // genResult is the outcome of a model call.
@@ -330,13 +431,15 @@ type genResult struct {
 	usage  *Usage
 	status Status
 	err    string
+	finish string // the provider's finish reason, when complete
 }
 
-// call runs the model outside the turn, streaming events to an SSE client
-// as they arrive. The generation goes on if the client leaves; it stops
-// when the runtime closes (cancelled) or the agent's timeout passes.
+// call runs the model outside the turn, streaming events to the client as
+// they arrive. The generation goes on if the client leaves; it stops when
+// ctx ends (POST /cancel), the runtime closes (both cancelled) or the
+// agent's timeout passes.
 func (g *generation) call(ctx context.Context, req *Request, closing <-chan struct{}) genResult {
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.a.Timeout)
+	pctx, cancel := context.WithTimeout(ctx, g.a.Timeout)
 	defer cancel()
 	stop := make(chan struct{})
 	defer close(stop)
@@ -372,6 +475,7 @@ func (g *generation) call(ctx context.Context, req *Request, closing <-chan stru
 			res.usage = &u
 		case EventDone:
 			res.status = Complete
+			res.finish = ev.FinishReason
 			ended = true
 		case EventError:
 			res.status = Failed
@@ -390,18 +494,20 @@ func (g *generation) call(ctx context.Context, req *Request, closing <-chan stru
 	if !ended {
 		res.status, res.err = Failed, fmt.Sprintf("provider %s ended its stream without finishing", g.a.Provider.Name())
 	}
+	// Read and cleared in one step, so that a cancel either counts (and
+	// the reply is cancelled, even if the model had just finished) or
+	// finds no generation.
+	if g.s.disarm() {
+		res.status, res.err = Cancelled, errorText(errCancelled)
+	}
 	res.parts = b.done()
 	return res
 }
 
-// stream sends an SSE event while the turn is released (it goes straight
-// out) and flushes it.
+// stream sends an event to the client while the turn is released (it
+// goes straight out).
 func (g *generation) stream(name string, data map[string]any) {
-	if !g.sse {
-		return
-	}
-	g.event(name, data)
-	g.w.(http.Flusher).Flush()
+	g.out.stream(g, name, data)
 }
 
 // event writes one SSE event: its id is the assistant message's ID and
