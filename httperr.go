@@ -1,7 +1,10 @@
 package cairn
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 )
 
@@ -46,4 +49,47 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
+}
+
+// ReadBody reads a request body whole: a TooLarge error if an
+// http.MaxBytesReader cut it, Invalid for other read errors.
+func ReadBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, Errorf(TooLarge, "request body exceeds %d bytes", mbe.Limit)
+		}
+		return nil, Errorf(Invalid, "read request body: %v", err)
+	}
+	return b, nil
+}
+
+// DecodeJSON decodes b into v strictly: unknown fields and trailing data are
+// Invalid errors, and numbers decoded into interfaces stay exact
+// (json.Number).
+func DecodeJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return Errorf(Invalid, "malformed JSON body: %v", err)
+	}
+	if dec.More() {
+		return Errorf(Invalid, "malformed JSON body: trailing data")
+	}
+	return nil
+}
+
+// ForwardedRequest returns a copy of r for an object's HTTP handler: its
+// body is body (read beforehand, so that a slow client holds no object's
+// turn) and its path is "/" + path, the part of the route after the object.
+func ForwardedRequest(r *http.Request, body []byte, path string) *http.Request {
+	r2 := r.Clone(r.Context())
+	r2.Body = io.NopCloser(bytes.NewReader(body))
+	r2.ContentLength = int64(len(body))
+	r2.URL.Path = "/" + path
+	r2.URL.RawPath = ""
+	r2.RequestURI = r2.URL.RequestURI()
+	return r2
 }

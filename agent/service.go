@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -194,22 +192,13 @@ func (s *Service) fetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Read the body before the turn, so that a slow client holds no object.
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxBodyBytes))
+	r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
+	body, err := cairn.ReadBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			cairn.WriteError(w, cairn.Errorf(cairn.TooLarge, "request body exceeds %d bytes", mbe.Limit))
-			return
-		}
-		cairn.WriteError(w, cairn.Errorf(cairn.Invalid, "read request body: %v", err))
+		cairn.WriteError(w, err)
 		return
 	}
-	r2 := r.Clone(r.Context())
-	r2.Body = io.NopCloser(bytes.NewReader(body))
-	r2.ContentLength = int64(len(body))
-	r2.URL.Path = "/" + r.PathValue("path")
-	r2.URL.RawPath = ""
-	r2.RequestURI = r2.URL.RequestURI()
+	r2 := cairn.ForwardedRequest(r, body, r.PathValue("path"))
 	if err := stub.Fetch(w, r2); err != nil && !errors.Is(err, cairn.ErrResponseStarted) {
 		cairn.WriteError(w, err)
 	}

@@ -6,8 +6,6 @@ package builtin
 
 import (
 	"encoding/base64"
-	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
@@ -62,22 +60,9 @@ func ListOptions(r *http.Request, maxLimit int) (cairn.ListOptions, error) {
 	return o, nil
 }
 
-// readBody reads a request body: too large if the server's limit cut it,
-// invalid otherwise.
-func readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, cairn.Errorf(cairn.TooLarge, "request body exceeds %d bytes", mbe.Limit)
-		}
-		return nil, cairn.Errorf(cairn.Invalid, "read request body: %v", err)
-	}
-	return b, nil
-}
-
-// writeJSON and writeError write responses in the server's format.
+// writeJSON, writeError and readBody follow the server's formats.
 var (
 	writeJSON  = cairn.WriteJSON
 	writeError = cairn.WriteError
+	readBody   = cairn.ReadBody
 )

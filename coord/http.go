@@ -2,9 +2,6 @@ package coord
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"unicode/utf8"
 
@@ -69,29 +66,17 @@ func checkWait(ms int64) error {
 	return nil
 }
 
-// decodeBody decodes a JSON request body into v, strictly: unknown fields
-// and trailing data are Invalid. An empty body decodes as {}.
+// decodeBody decodes a JSON request body into v (cairn.DecodeJSON); an
+// empty body decodes as {}.
 func decodeBody(r *http.Request, v any) error {
-	b, err := io.ReadAll(r.Body)
+	b, err := cairn.ReadBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return cairn.Errorf(cairn.TooLarge, "request body exceeds %d bytes", mbe.Limit)
-		}
-		return cairn.Errorf(cairn.Invalid, "read request body: %v", err)
+		return err
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return cairn.Errorf(cairn.Invalid, "malformed JSON body: %v", err)
-	}
-	if dec.More() {
-		return cairn.Errorf(cairn.Invalid, "malformed JSON body: trailing data")
-	}
-	return nil
+	return cairn.DecodeJSON(b, v)
 }
 
 // writeJSON and writeError write responses in the server's format.

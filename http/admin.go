@@ -243,7 +243,7 @@ func (s *Server) kvKey(w http.ResponseWriter, r *http.Request, stub *cairn.Stub)
 	case http.MethodPut:
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
-			writeError(w, bodyError(err))
+			writeError(w, err)
 			return
 		}
 		err = stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error { return st.Put(key, body) })

@@ -4,13 +4,11 @@
 package http
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -379,9 +377,9 @@ func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
 // rpc serves POST /v1/objects/{ns}/{name}/rpc/{method}: the body is the
 // JSON argument (empty for none), the response the JSON result.
 func (s *Server) rpc(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
-	body, err := io.ReadAll(r.Body)
+	body, err := cairn.ReadBody(r)
 	if err != nil {
-		writeError(w, bodyError(err))
+		writeError(w, err)
 		return
 	}
 	if len(body) > 0 && !json.Valid(body) {
@@ -403,17 +401,12 @@ func (s *Server) rpc(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
 // object's HTTP handler, which sees the path after the name.
 func (s *Server) fetch(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
 	// Read the body before the turn, so that a slow client holds no object.
-	body, err := io.ReadAll(r.Body)
+	body, err := cairn.ReadBody(r)
 	if err != nil {
-		writeError(w, bodyError(err))
+		writeError(w, err)
 		return
 	}
-	r2 := r.Clone(r.Context())
-	r2.Body = io.NopCloser(bytes.NewReader(body))
-	r2.ContentLength = int64(len(body))
-	r2.URL.Path = "/" + r.PathValue("path")
-	r2.URL.RawPath = ""
-	r2.RequestURI = r2.URL.RequestURI()
+	r2 := cairn.ForwardedRequest(r, body, r.PathValue("path"))
 	var up *upgrader
 	if isWebSocket(r) {
 		up = &upgrader{s: s, w: w, r: r}
@@ -437,14 +430,6 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, stub *cairn.Stub)
 }
 
 // Errors.
-
-func bodyError(err error) error {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return cairn.Errorf(cairn.TooLarge, "request body exceeds %d bytes", mbe.Limit)
-	}
-	return cairn.Errorf(cairn.Invalid, "read request body: %v", err)
-}
 
 // Status returns the HTTP status of an error code (cairn.HTTPStatus).
 func Status(code cairn.Code) int { return cairn.HTTPStatus(code) }
@@ -470,20 +455,11 @@ func writeErrorCode(w http.ResponseWriter, status int, code, msg string) {
 
 func writeJSON(w http.ResponseWriter, status int, v any) { cairn.WriteJSON(w, status, v) }
 
-// readJSON decodes a JSON request body into v, strictly.
+// readJSON decodes a JSON request body into v (cairn.DecodeJSON).
 func readJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	dec.UseNumber() // integers stay exact
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return bodyError(err)
-		}
-		return cairn.Errorf(cairn.Invalid, "malformed JSON body: %v", err)
+	b, err := cairn.ReadBody(r)
+	if err != nil {
+		return err
 	}
-	if dec.More() {
-		return cairn.Errorf(cairn.Invalid, "malformed JSON body: trailing data")
-	}
-	return nil
+	return cairn.DecodeJSON(b, v)
 }
