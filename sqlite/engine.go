@@ -339,10 +339,7 @@ func (e *Engine) Objects(ctx context.Context, ns string, after string, limit int
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []cairn.ObjectInfo
-	err := sqlitex.Execute(e.cat, `SELECT o.id, o.namespace, o.name, o.created, o.last_active, o.bytes,
-			o.requests, o.rows_read, o.rows_written, a.at
-		FROM objects o LEFT JOIN alarms a ON a.id = o.id
-		WHERE o.namespace = ? AND o.id > ? ORDER BY o.id LIMIT ?`,
+	err := sqlitex.Execute(e.cat, selectObjects + `o.namespace = ? AND o.id > ? ORDER BY o.id LIMIT ?`,
 		&sqlitex.ExecOptions{Args: []any{ns, after, limit}, ResultFunc: func(stmt *zs.Stmt) error {
 			info, err := scanObject(stmt)
 			if err != nil {
@@ -360,10 +357,7 @@ func (e *Engine) Object(ctx context.Context, ns string, id cairn.ID) (cairn.Obje
 	defer e.mu.Unlock()
 	var out cairn.ObjectInfo
 	found := false
-	err := sqlitex.Execute(e.cat, `SELECT o.id, o.namespace, o.name, o.created, o.last_active, o.bytes,
-			o.requests, o.rows_read, o.rows_written, a.at
-		FROM objects o LEFT JOIN alarms a ON a.id = o.id
-		WHERE o.id = ? AND o.namespace = ?`,
+	err := sqlitex.Execute(e.cat, selectObjects + `o.id = ? AND o.namespace = ?`,
 		&sqlitex.ExecOptions{Args: []any{id.String(), ns}, ResultFunc: func(stmt *zs.Stmt) error {
 			info, err := scanObject(stmt)
 			out, found = info, true
@@ -377,6 +371,13 @@ func (e *Engine) Object(ctx context.Context, ns string, id cairn.ID) (cairn.Obje
 	}
 	return out, nil
 }
+
+// selectObjects selects catalog entries in scanObject's column order; a
+// WHERE clause follows.
+const selectObjects = `SELECT o.id, o.namespace, o.name, o.created, o.last_active, o.bytes,
+	o.requests, o.rows_read, o.rows_written, a.at
+	FROM objects o LEFT JOIN alarms a ON a.id = o.id
+	WHERE `
 
 func scanObject(stmt *zs.Stmt) (cairn.ObjectInfo, error) {
 	ns := stmt.ColumnText(1)
