@@ -339,7 +339,7 @@ func (e *Engine) Objects(ctx context.Context, ns string, after string, limit int
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []cairn.ObjectInfo
-	err := sqlitex.Execute(e.cat, selectObjects + `o.namespace = ? AND o.id > ? ORDER BY o.id LIMIT ?`,
+	err := sqlitex.Execute(e.cat, selectObjects+`o.namespace = ? AND o.id > ? ORDER BY o.id LIMIT ?`,
 		&sqlitex.ExecOptions{Args: []any{ns, after, limit}, ResultFunc: func(stmt *zs.Stmt) error {
 			info, err := scanObject(stmt)
 			if err != nil {
@@ -357,7 +357,7 @@ func (e *Engine) Object(ctx context.Context, ns string, id cairn.ID) (cairn.Obje
 	defer e.mu.Unlock()
 	var out cairn.ObjectInfo
 	found := false
-	err := sqlitex.Execute(e.cat, selectObjects + `o.id = ? AND o.namespace = ?`,
+	err := sqlitex.Execute(e.cat, selectObjects+`o.id = ? AND o.namespace = ?`,
 		&sqlitex.ExecOptions{Args: []any{id.String(), ns}, ResultFunc: func(stmt *zs.Stmt) error {
 			info, err := scanObject(stmt)
 			out, found = info, true
