@@ -17,7 +17,7 @@ const (
 	User      Role = "user"
 	Assistant Role = "assistant"
 	System    Role = "system"
-	Tool      Role = "tool"
+	ToolRole  Role = "tool"
 )
 
 // Status is where a message is in its life.
@@ -49,9 +49,13 @@ const (
 // Part is one piece of a message, in the shape of the AI SDK's UIMessage
 // parts: {type:"text",text}, {type:"reasoning",text},
 // {type:"tool-call",toolCallId,toolName,input} and
-// {type:"tool-result",toolCallId,output}. Input and Output are JSON values;
-// tool-call input a model produced that is not valid JSON is kept as a JSON
-// string.
+// {type:"tool-result",toolCallId,toolName,output,isError}. Input and
+// Output are JSON values; tool-call input a model produced that is not
+// valid JSON is kept as a JSON string.
+//
+// An assistant message that used tools holds every round of its tool loop
+// in order: the round's text, reasoning and tool calls, then one result
+// per call, then the next round's parts (see Steps).
 type Part struct {
 	Type       string          `json:"type"`
 	Text       string          `json:"text,omitempty"`
@@ -59,6 +63,37 @@ type Part struct {
 	ToolName   string          `json:"toolName,omitempty"`
 	Input      json.RawMessage `json:"input,omitempty"`
 	Output     json.RawMessage `json:"output,omitempty"`
+	IsError    bool            `json:"isError,omitempty"` // a tool result that is an error
+}
+
+// Step is one model round of an assistant message: what the model said
+// (text, reasoning, tool calls) and the results of its tool calls.
+type Step struct {
+	Parts   []Part // text, reasoning and tool-call parts, in order
+	Results []Part // tool-result parts, in order
+}
+
+// Steps splits an assistant message's parts into its model rounds: a
+// round ends after the tool results that follow its tool calls. Providers
+// render each step as one assistant message followed by its tool results.
+func Steps(parts []Part) []Step {
+	var steps []Step
+	var cur Step
+	for _, p := range parts {
+		if p.Type == PartToolResult {
+			cur.Results = append(cur.Results, p)
+			continue
+		}
+		if len(cur.Results) > 0 {
+			steps = append(steps, cur)
+			cur = Step{}
+		}
+		cur.Parts = append(cur.Parts, p)
+	}
+	if len(cur.Parts) > 0 || len(cur.Results) > 0 {
+		steps = append(steps, cur)
+	}
+	return steps
 }
 
 // Usage counts the tokens of one model call, as the provider reported them

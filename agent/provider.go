@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"iter"
 	"strings"
 	"unicode/utf8"
@@ -31,8 +32,59 @@ type Provider interface {
 // Request is what a provider sends the model.
 type Request struct {
 	Model    string
-	System   string    // the system prompt, if any
-	Messages []Message // the conversation, oldest first; complete messages only
+	System   string     // the system prompt, if any
+	Messages []Message  // the conversation, oldest first; complete messages only
+	Tools    []ToolSpec // the tools the model may call, if any
+}
+
+// ToolSpec is a tool as the model sees it.
+type ToolSpec struct {
+	Name        string
+	Description string
+	// InputSchema is the JSON Schema of the tool's input, an object
+	// schema ({"type":"object","properties":{...}}).
+	InputSchema json.RawMessage
+}
+
+// Tool is a function the model may call: a Go function registered by a
+// Go user (Agent.Tools), a built-in offered by configuration, or a tool
+// of an MCP server (through a Toolset).
+type Tool struct {
+	// Name is how the model calls it: 1-64 ASCII letters, digits, '_'
+	// and '-' (the common subset of what providers accept).
+	Name        string
+	Description string
+	// InputSchema is the JSON Schema of the input object; nil means
+	// {"type":"object"}.
+	InputSchema json.RawMessage
+	// NeedsApproval parks a call of the tool until a person approves or
+	// denies it.
+	NeedsApproval bool
+	// Call runs the tool with the model's input (a JSON object) and
+	// returns its output as JSON. An error is not fatal to the turn: its
+	// message goes back to the model as the tool's output, marked as an
+	// error. Call runs outside the session's turn (it must not use the
+	// session's State) and must honour ctx.
+	Call func(ctx context.Context, input json.RawMessage) (json.RawMessage, error)
+}
+
+// Spec returns the tool as the model sees it.
+func (t *Tool) Spec() ToolSpec {
+	schema := t.InputSchema
+	if len(schema) == 0 {
+		schema = json.RawMessage(`{"type":"object"}`)
+	}
+	return ToolSpec{Name: t.Name, Description: t.Description, InputSchema: schema}
+}
+
+// Toolset is a source of tools whose list can change, such as an MCP
+// server. Tools is called at the start of each model round; an error
+// leaves the set's tools out of that round (and is logged), it does not
+// fail the turn.
+type Toolset interface {
+	// Name names the set in logs and errors.
+	Name() string
+	Tools(ctx context.Context) ([]Tool, error)
 }
 
 // EventType says what an Event carries.

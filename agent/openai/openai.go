@@ -211,7 +211,7 @@ func messages(req *agent.Request) []oai.ChatCompletionMessageParamUnion {
 					out = append(out, oai.ToolMessage(string(p.Output), p.ToolCallID))
 				}
 			}
-		case agent.Tool:
+		case agent.ToolRole:
 			for _, p := range m.Parts {
 				if p.Type == agent.PartToolResult {
 					out = append(out, oai.ToolMessage(string(p.Output), p.ToolCallID))

@@ -137,7 +137,7 @@ func TestHistoryWithToolCalls(t *testing.T) {
 		{Role: agent.Assistant, Status: agent.Complete, Parts: []agent.Part{
 			{Type: agent.PartToolCall, ToolCallID: "call_1", ToolName: "weather", Input: json.RawMessage(`{"city":"Paris"}`)},
 		}},
-		{Role: agent.Tool, Status: agent.Complete, Parts: []agent.Part{
+		{Role: agent.ToolRole, Status: agent.Complete, Parts: []agent.Part{
 			{Type: agent.PartToolResult, ToolCallID: "call_1", Output: json.RawMessage(`{"temp":21}`)},
 		}},
 	}}
