@@ -5,10 +5,11 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/peertest"
 )
 
 // TestPeer runs the peer where miniflare is already installed (cairn bench
@@ -16,14 +17,12 @@ import (
 func TestPeer(t *testing.T) {
 	dir, err := DefaultDir()
 	if err != nil {
-		t.Skip(err)
+		peertest.Missing(t, "%v", err)
 	}
 	if Installed(dir) == "" {
-		t.Skipf("miniflare 4 not installed in %s (run cairn bench --workerd once)", dir)
+		peertest.Missing(t, "miniflare 4 not installed in %s (run cairn bench --workerd once, or .ci/setup.d/10-workerd.sh)", dir)
 	}
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("no node")
-	}
+	peertest.Node(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p, err := Start(ctx, dir, io.Discard)
