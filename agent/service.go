@@ -35,6 +35,15 @@ type Agent struct {
 	MaxTextBytes int
 	// Timeout bounds one generation. Default 10 minutes.
 	Timeout time.Duration
+	// Tools are the Go functions the model may call.
+	Tools []Tool
+	// Toolsets are sources of more tools, asked for their list at each
+	// model round (MCP servers).
+	Toolsets []Toolset
+	// MaxToolRounds bounds the model rounds of one reply's tool loop: a
+	// reply still calling tools after that many rounds ends with status
+	// error. Default 8.
+	MaxToolRounds int
 }
 
 // AgentInfo describes an agent in GET /v1/agents.
@@ -91,6 +100,9 @@ func NewService(agents ...Agent) (*Service, error) {
 		}
 		if a.Timeout <= 0 {
 			a.Timeout = 10 * time.Minute
+		}
+		if a.MaxToolRounds <= 0 {
+			a.MaxToolRounds = 8
 		}
 		s.agents[a.Name] = &a
 		s.order = append(s.order, a.Name)
