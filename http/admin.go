@@ -2,14 +2,20 @@ package http
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cairn-dev/cairn"
 	"github.com/cairn-dev/cairn/builtin"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // The admin API: catalog, KV, SQL, alarm and usage of any object, for
@@ -23,7 +29,9 @@ func (s *Server) adminRoutes(handle func(pattern, route string, h http.HandlerFu
 	handle("/v1/admin/objects/{ns}/{name}/kv/{key...}", "admin", s.admin(s.adminObject(s.kvKey)))
 	handle("/v1/admin/objects/{ns}/{name}/sql", "admin", s.admin(s.adminObject(s.sql)))
 	handle("/v1/admin/objects/{ns}/{name}/alarm", "admin", s.admin(s.adminObject(s.alarm)))
+	handle("/v1/admin/objects/{ns}/{name}/sockets", "admin", s.admin(s.adminObject(s.sockets)))
 	handle("/v1/admin/usage", "admin", s.admin(s.usage))
+	handle("/v1/admin/stats", "admin", s.admin(s.stats))
 }
 
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
@@ -108,6 +116,11 @@ func (s *Server) objectJSON(o cairn.ObjectInfo) ObjectJSON {
 	return j
 }
 
+// searchBudget is how many catalog entries one search request looks at, at
+// most: a search over a large namespace is answered in bounded pieces, each
+// with the cursor to go on from.
+const searchBudget = 10000
+
 func (s *Server) listObjects(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		methodNotAllowed(w, r, "GET")
@@ -124,6 +137,10 @@ func (s *Server) listObjects(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	ns := r.PathValue("ns")
+	if q.Has("prefix") {
+		s.searchObjects(w, r, ns, q.Get("prefix"), q.Get("after"), limit)
+		return
+	}
 	infos, err := s.rt.Engine().Objects(r.Context(), ns, q.Get("after"), limit)
 	if err != nil {
 		writeError(w, err)
@@ -138,6 +155,42 @@ func (s *Server) listObjects(w http.ResponseWriter, r *http.Request) {
 		next = infos[len(infos)-1].ID.String()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"objects": out, "next": next})
+}
+
+// searchObjects answers a listing with ?prefix=: the objects whose name
+// starts with prefix, in ID order after `after`. The catalog is keyed by
+// ID, so the search walks it, looking at searchBudget entries at most; it
+// answers with fewer than limit objects (even none) and a next cursor when
+// the budget ran out first. "scanned" says how many entries it looked at;
+// next is empty once the namespace's end was reached.
+func (s *Server) searchObjects(w http.ResponseWriter, r *http.Request, ns, prefix, after string, limit int) {
+	out := []ObjectJSON{}
+	scanned := 0
+	next := ""
+	for scanned < searchBudget && len(out) < limit {
+		page := min(searchBudget-scanned, 1000)
+		infos, err := s.rt.Engine().Objects(r.Context(), ns, after, page)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		for _, o := range infos {
+			scanned++
+			after = o.ID.String()
+			if strings.HasPrefix(o.Name, prefix) {
+				out = append(out, s.objectJSON(o))
+				if len(out) == limit {
+					break
+				}
+			}
+		}
+		next = after
+		if len(infos) < page && len(out) < limit {
+			next = "" // the end of the namespace
+			break
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"objects": out, "next": next, "scanned": scanned})
 }
 
 // adminObject resolves {ns}/{name} of an admin route: by name, or by ID when
@@ -192,6 +245,15 @@ func (s *Server) objectInfo(w http.ResponseWriter, r *http.Request, stub *cairn.
 	}
 }
 
+// KVEntryJSON is a KV entry of an admin listing with ?value_bytes=N: the
+// value is cut to N bytes (at a character boundary for text) so that a page
+// of large values stays small; Size is the whole value's length.
+type KVEntryJSON struct {
+	builtin.EntryJSON
+	Size      int  `json:"size"`
+	Truncated bool `json:"truncated,omitempty"`
+}
+
 func (s *Server) kvList(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
 	if r.Method != http.MethodGet {
 		methodNotAllowed(w, r, "GET")
@@ -202,11 +264,25 @@ func (s *Server) kvList(w http.ResponseWriter, r *http.Request, stub *cairn.Stub
 		writeError(w, err)
 		return
 	}
+	cut := -1
+	if v := r.URL.Query().Get("value_bytes"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 1<<20 {
+			writeError(w, cairn.Errorf(cairn.Invalid, "value_bytes must be 0 to %d", 1<<20))
+			return
+		}
+		cut = n
+	}
 	var out []builtin.EntryJSON
+	var cutOut []KVEntryJSON
 	err = stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error {
 		es, err := st.List(opts)
 		for _, e := range es {
-			out = append(out, builtin.EncodeEntry(e))
+			if cut < 0 {
+				out = append(out, builtin.EncodeEntry(e))
+				continue
+			}
+			cutOut = append(cutOut, cutEntry(e, cut))
 		}
 		return err
 	})
@@ -214,10 +290,37 @@ func (s *Server) kvList(w http.ResponseWriter, r *http.Request, stub *cairn.Stub
 		writeError(w, err)
 		return
 	}
+	if cut >= 0 {
+		if cutOut == nil {
+			cutOut = []KVEntryJSON{}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"entries": cutOut})
+		return
+	}
 	if out == nil {
 		out = []builtin.EntryJSON{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"entries": out})
+}
+
+// cutEntry encodes e with its value cut to n bytes.
+func cutEntry(e cairn.Entry, n int) KVEntryJSON {
+	size := len(e.Value)
+	v := e.Value
+	if len(v) > n {
+		if utf8.Valid(v) {
+			for n > 0 && !utf8.RuneStart(v[n]) {
+				n--
+			}
+		}
+		v = v[:n]
+	}
+	j := builtin.EncodeEntry(cairn.Entry{Key: e.Key, Value: v})
+	if utf8.Valid(v) && !utf8.Valid(e.Value) {
+		// The cut kept only text of a binary value: say what it is.
+		j = builtin.EntryJSON{Key: e.Key, Value: base64.StdEncoding.EncodeToString(v), Encoding: "base64"}
+	}
+	return KVEntryJSON{EntryJSON: j, Size: size, Truncated: len(v) < size}
 }
 
 func (s *Server) kvKey(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
@@ -394,4 +497,98 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"namespaces": out})
+}
+
+// SocketJSON is one of an object's open WebSockets.
+type SocketJSON struct {
+	ID   string   `json:"id"`
+	Tags []string `json:"tags"`
+}
+
+// sockets lists the object's open WebSockets and their tags (not their
+// attachments, which are the class's own data). It runs a turn, so it
+// wakes a hibernating object.
+func (s *Server) sockets(w http.ResponseWriter, r *http.Request, stub *cairn.Stub) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, r, "GET")
+		return
+	}
+	out := []SocketJSON{}
+	err := stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error {
+		for _, ws := range st.WebSockets("") {
+			tags := ws.Tags()
+			if tags == nil {
+				tags = []string{}
+			}
+			out = append(out, SocketJSON{ID: ws.ID(), Tags: tags})
+		}
+		return nil
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	slices.SortFunc(out, func(a, b SocketJSON) int { return strings.Compare(a.ID, b.ID) })
+	writeJSON(w, http.StatusOK, map[string]any{"sockets": out})
+}
+
+// StatsJSON are the runtime's counters at one instant. Counters only grow:
+// a reader takes rates from the differences between two readings (the
+// console polls this for its live charts).
+type StatsJSON struct {
+	Time          time.Time `json:"time"`
+	Active        int64     `json:"active"`  // objects in memory
+	Sockets       int       `json:"sockets"` // open WebSockets
+	Turns         int64     `json:"turns"`
+	TurnsFailed   int64     `json:"turns_failed"`
+	TurnsReleased int64     `json:"turns_released"`
+	TurnNanos     int64     `json:"turn_nanos"` // time turns held their objects, summed
+	Commits       int64     `json:"commits"`
+	CommitTurns   int64     `json:"commit_turns"`
+	CommitNanos   int64     `json:"commit_nanos"` // local commit to durable, summed
+	Activations   int64     `json:"activations"`
+	Evictions     int64     `json:"evictions"`
+	Resets        int64     `json:"resets"`
+	AlarmsFired   int64     `json:"alarms_fired"`
+	AlarmsFailed  int64     `json:"alarms_failed"`
+	// Requests counts the HTTP requests answered; null when the server
+	// keeps no metrics.
+	Requests *int64 `json:"requests"`
+}
+
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, r, "GET")
+		return
+	}
+	st := s.rt.Stats()
+	out := StatsJSON{Time: time.Now().UTC(), Active: st.Active, Sockets: s.rt.Sockets(),
+		Turns: st.Turns, TurnsFailed: st.TurnsFailed, TurnsReleased: st.TurnsReleased, TurnNanos: st.TurnNanos,
+		Commits: st.Commits, CommitTurns: st.CommitTurns, CommitNanos: st.CommitNanos,
+		Activations: st.Activations, Evictions: st.Evictions, Resets: st.Resets,
+		AlarmsFired: st.AlarmsFired, AlarmsFailed: st.AlarmsFailed}
+	if s.Metrics != nil {
+		n := s.Metrics.requestsTotal()
+		out.Requests = &n
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// requestsTotal sums cairn_http_requests_total over its routes and codes,
+// without gathering the rest of the registry (the storage collector reads
+// the whole catalog).
+func (m *Metrics) requestsTotal() int64 {
+	ch := make(chan prometheus.Metric, 64)
+	go func() {
+		m.requests.Collect(ch)
+		close(ch)
+	}()
+	var total float64
+	for c := range ch {
+		var pb dto.Metric
+		if c.Write(&pb) == nil {
+			total += pb.GetCounter().GetValue()
+		}
+	}
+	return int64(total)
 }
