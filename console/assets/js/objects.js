@@ -181,8 +181,12 @@ function kvPanel(panel, url, signal, changed) {
     start = from;
     const entries = r.entries.slice(0, PAGE);
     nextStart = r.entries.length > PAGE ? entries[entries.length - 1].key + '\u0000' : null;
+    prev.disabled = stack.length === 0;
+    next.disabled = nextStart === null;
     status.textContent = entries.length ? `${fmtNum(entries.length)} key${entries.length === 1 ? '' : 's'} on this page${nextStart === null ? '' : ', more after'}` : 'No keys.';
-    clear(box).append(table({ text: 'Keys', hidden: true }, ['Key', 'Value', 'Size', 'Actions'],
+    clear(box);
+    if (!entries.length) return;
+    box.append(table({ text: 'Keys', hidden: true }, ['Key', 'Value', 'Size', 'Actions'],
       entries.map((e) => [
         h('code', { class: 'kv-key' }, e.key),
         e.encoding === 'base64'
@@ -200,8 +204,6 @@ function kvPanel(panel, url, signal, changed) {
             } catch (err) { status.replaceChildren(errorBox(err)); }
           }, { 'aria-label': 'Delete ' + e.key })),
       ]), { class: 'kv' }));
-    prev.disabled = stack.length === 0;
-    next.disabled = nextStart === null;
   }
   prev.addEventListener('click', () => load(stack.pop() ?? ''));
   next.addEventListener('click', () => { stack.push(start); load(nextStart); });
