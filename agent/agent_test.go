@@ -214,9 +214,12 @@ func TestStreamBeforeModelFinishes(t *testing.T) {
 	if msgID == "" || start.Data["userMessageId"] == nil || !strings.HasPrefix(start.ID, msgID+":") {
 		t.Errorf("message-start = %+v", start)
 	}
+	if step, ok := sse.next(t); !ok || step.Event != "step-start" || step.Data["step"] != 1.0 || step.ID != msgID+":1" {
+		t.Fatalf("second event = %+v, want step-start 1 at %s:1", step, msgID)
+	}
 	first, ok := sse.next(t)
-	if !ok || first.Event != "text-delta" || first.Data["delta"] != "Hel" {
-		t.Fatalf("second event = %+v, want text-delta Hel", first)
+	if !ok || first.Event != "text-delta" || first.Data["delta"] != "Hel" || first.ID != msgID+":4" {
+		t.Fatalf("third event = %+v, want text-delta Hel at %s:4", first, msgID)
 	}
 	// The double still holds the rest: the turn is released, so a history
 	// read is served, and shows the reply as streaming.

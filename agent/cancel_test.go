@@ -54,8 +54,11 @@ func TestCancel(t *testing.T) {
 	if ev, ok := sse.next(t); !ok || ev.Event != "message-start" {
 		t.Fatalf("first event = %+v, want message-start", ev)
 	}
+	if ev, ok := sse.next(t); !ok || ev.Event != "step-start" {
+		t.Fatalf("second event = %+v, want step-start", ev)
+	}
 	if ev, ok := sse.next(t); !ok || ev.Event != "text-delta" || ev.Data["delta"] != "Hel" {
-		t.Fatalf("second event = %+v, want text-delta Hel", ev)
+		t.Fatalf("third event = %+v, want text-delta Hel", ev)
 	}
 	// The double holds the rest until the test ends: only the cancel
 	// ends this generation.

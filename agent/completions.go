@@ -50,7 +50,7 @@ func (s *session) completions(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out := &chatSink{sse: in.Stream, usage: in.StreamOptions != nil && in.StreamOptions.IncludeUsage}
+	out := &chatSink{stream: in.Stream, usage: in.StreamOptions != nil && in.StreamOptions.IncludeUsage}
 	s.generate(w, r, a, text, out)
 }
 
@@ -115,8 +115,8 @@ func contentText(raw json.RawMessage) (string, error) {
 // was cancelled is an error: an API error body, or, mid-stream, an event
 // {"error": {...}} as OpenAI sends, with no [DONE].
 type chatSink struct {
-	sse   bool
-	usage bool // stream a usage chunk (stream_options.include_usage)
+	stream bool
+	usage  bool // stream a usage chunk (stream_options.include_usage)
 }
 
 func (c *chatSink) chunk(g *generation, choices []any, usage any) {
@@ -134,36 +134,34 @@ func (c *chatSink) delta(g *generation, delta map[string]any, finish any) {
 	c.chunk(g, []any{map[string]any{"index": 0, "delta": delta, "logprobs": nil, "finish_reason": finish}}, nil)
 }
 
-func (c *chatSink) begin(g *generation) {
-	if !c.sse {
+func (c *chatSink) sse() bool { return false }
+
+func (c *chatSink) begin(g *generation, _ *streamEvent) {
+	if !c.stream {
 		return
 	}
-	h := g.w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	g.w.WriteHeader(http.StatusOK)
+	sseHeader(g.w)
 	c.delta(g, map[string]any{"role": "assistant", "content": ""}, nil)
 	g.w.(http.Flusher).Flush()
 }
 
-func (c *chatSink) stream(g *generation, name string, data map[string]any) {
-	if !c.sse {
+func (c *chatSink) event(g *generation, ev *streamEvent) {
+	if !c.stream {
 		return
 	}
 	// Tool calls are not sent: the agent's tools are its own.
-	switch name {
+	switch ev.name {
 	case "text-delta":
-		c.delta(g, map[string]any{"content": data["delta"]}, nil)
+		c.delta(g, map[string]any{"content": ev.data["delta"]}, nil)
 	case "reasoning-delta":
-		c.delta(g, map[string]any{"reasoning_content": data["delta"]}, nil)
+		c.delta(g, map[string]any{"reasoning_content": ev.data["delta"]}, nil)
 	default:
 		return
 	}
 	g.w.(http.Flusher).Flush()
 }
 
-func (c *chatSink) end(g *generation) {
+func (c *chatSink) end(g *generation, _ *streamEvent) {
 	m := g.msg
 	switch m.Status {
 	case Complete:
@@ -182,7 +180,7 @@ func (c *chatSink) end(g *generation) {
 	if u := m.Usage; u != nil {
 		usage = map[string]any{"prompt_tokens": u.InputTokens, "completion_tokens": u.OutputTokens, "total_tokens": u.InputTokens + u.OutputTokens}
 	}
-	if c.sse {
+	if c.stream {
 		c.delta(g, map[string]any{}, finish)
 		if c.usage && usage != nil {
 			c.chunk(g, []any{}, usage)
@@ -202,7 +200,7 @@ func (c *chatSink) end(g *generation) {
 }
 
 func (c *chatSink) fail(g *generation, err error) {
-	if !c.sse {
+	if !c.stream {
 		cairn.WriteError(g.w, err)
 		return
 	}

@@ -16,6 +16,7 @@
 //	GET  /v1/agents                              {"agents":[{"name","provider","model"}]}
 //	POST /v1/agents/{agent}/{session}/messages   {"text":"..."}
 //	GET  /v1/agents/{agent}/{session}/messages   ?before=ID&limit=N (1-200, default 50)
+//	GET  /v1/agents/{agent}/{session}/messages/{id}/stream   Last-Event-ID or ?after=
 //	POST /v1/agents/{agent}/{session}/cancel     {"cancelled":true|false}
 //	POST /v1/agents/{agent}/{session}/chat/completions   OpenAI chat completions
 //
@@ -23,16 +24,23 @@
 // assistant Message as JSON; a provider failure is not an HTTP error: the
 // message comes back (and is stored) with status "error" and the
 // provider's words in "error". With Accept: text/event-stream it streams
-// Server-Sent Events instead, each with id "{messageId}:{n}" and a JSON
-// object with "type" and "messageId":
+// Server-Sent Events instead, each with an id (see Resuming a stream) and
+// a JSON object with "type" and "messageId":
 //
 //	message-start    {"userMessageId","model"}   once both messages are durable
+//	step-start       {"step"}                    a model round begins (1, 2, ...)
 //	text-delta       {"delta"}
 //	reasoning-delta  {"delta"}
 //	tool-call-delta  {"index","toolCallId","toolName","inputDelta"}
 //	tool-call        {"toolCallId","toolName","input"}
+//	tool-result      {"toolCallId","toolName","output","isError"}
+//	step-end         {"step"}                    the round ended (its tool results are in)
 //	message-end      {"message"}                 the stored message, once durable
 //	error            {"error"}                   the session was reset meanwhile
+//
+// Every round has one step-start and one step-end, even if it failed;
+// tool-call-delta events are pieces of a call's input as the model writes
+// it, and the tool-call event after them has it whole.
 //
 // GET pages the history newest first: {"messages":[...],"next":ID}; pass
 // next as ?before= for the older page. next is absent on the last page.
@@ -44,6 +52,64 @@
 // generation was in flight, else false. Messages waiting for their turn
 // (pending) are not affected: the next one starts once the cancelled
 // reply is stored.
+//
+// # Tools
+//
+// An agent's model may call tools: the agent's Tools (Go functions, or
+// the built-ins of Builtin: "now", "random"), and those its Toolsets
+// offer (MCP servers), asked for their list at the start of every model
+// round. A toolset that fails is left out of that round and logged; the
+// turn goes on. Names are unique in a round: the first tool of a name
+// wins (the agent's own before the toolsets', toolsets in order), and a
+// later one of the same name is left out and logged.
+//
+// When a round ends with tool calls, they run all at once, each with its
+// own context that ends with the generation's, and each call gets one
+// tool-result part, in call order, appended to the same assistant
+// message: the tool's output, or an error result (isError, the error text
+// as a JSON string) for an unknown tool, an input that is not a JSON
+// object, a tool that fails or panics, and, for now, a tool that needs
+// approval (approvals are not yet supported). Then the model is called
+// again with the history and the reply so far (providers render its
+// rounds with Steps), up to Agent.MaxToolRounds rounds: a model still
+// calling tools in the last round gets error results ("not run") and
+// the reply ends with status error saying so. Usage sums the rounds'.
+//
+// Between rounds the generation takes its turn back and stores the reply
+// so far (still streaming), so that a crash keeps the rounds that
+// finished (the reply is then marked error when the session activates
+// again).
+//
+// # Resuming a stream
+//
+// A client that lost a reply's stream (a dropped connection, a reload)
+// gets the rest of it, without a gap or a repeat, from
+//
+//	GET /v1/agents/{agent}/{session}/messages/{id}/stream
+//
+// with the id of the last event it saw in the Last-Event-ID header (as a
+// browser's EventSource sends it) or in ?after=. The answer is an event
+// stream: while the reply is being generated, what the client missed and
+// then the events as they come, until message-end; once it ended (also
+// after the session was evicted from memory or the server restarted), the
+// rest from storage and message-end. With neither header nor ?after= it
+// is the whole stream from message-start on. A reader that falls more
+// than 1,024 events behind is dropped (its stream ends early) rather than
+// slow the generation; it may resume again.
+//
+// Event ids are positions: "{messageId}:{n}", where n counts what the
+// stream holds up to and including the event: one for each step-start,
+// tool-call, tool-result and step-end, one per byte of text for
+// text-delta and reasoning-delta. message-start is at 0 and message-end
+// one past the last step-end; tool-call-delta and error events take
+// nothing (they carry the position before them), so a client resuming
+// from one gets the complete tool-call event. A resumed text part starts
+// at the byte after the client's position, so the client's text plus the
+// resumed deltas is the reply's text exactly. A malformed id, one of
+// another message, or a position the stream has not reached is answered
+// 400; an unknown message 404. A position past the end of a reply that
+// ended (possible when the server stopped mid-round and lost what it had
+// not stored) gets message-end alone.
 //
 // # OpenAI-compatible endpoint
 //
@@ -68,13 +134,16 @@
 //
 // # Turns and the generation guard
 //
-// The model call runs inside State.Release: the user message and an
+// Each model round runs inside State.Release: the user message and an
 // assistant message with status "streaming" are committed first, other
-// events (history reads, other posts) are served while the model runs,
-// and the object is not evicted meanwhile (the released event holds it).
-// When the model finishes the message is updated in a new turn with its
-// final status: complete, error or cancelled (the runtime closed, or POST
-// /cancel). A client that goes away does not stop the generation.
+// events (history reads, other posts, resumed streams) are served while
+// the model runs, and the object is not evicted meanwhile (the released
+// event holds it). When the last round ends the message is updated in a
+// new turn with its final status: complete, error or cancelled (the
+// runtime closed, POST /cancel, or the client left). A client that goes
+// away does not stop the generation unless the agent's
+// CancelOnDisconnect is set: then the reply is stored cancelled, with
+// the output so far and an error saying the client disconnected.
 //
 // One generation runs per session at a time: a message posted meanwhile
 // is stored at once with status "pending" (not sent to the model), then
@@ -89,7 +158,8 @@
 // # Storage
 //
 // One row per message in table messages (seq, id, role, status,
-// created_at, usage, model, error, parts), never one growing value. Parts
+// created_at, usage, model, error, parts, rounds), never one growing
+// value. Parts
 // are the message's Part array as JSON; an array over 512 KiB is stored in
 // 512 KiB chunks in table message_chunks, so a message of any size fits
 // under SQLite's per-value limit.

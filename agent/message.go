@@ -114,6 +114,10 @@ type Message struct {
 	Usage     *Usage    `json:"usage,omitempty"`
 	Model     string    `json:"model,omitempty"`
 	Error     string    `json:"error,omitempty"` // why the message failed or was cancelled
+	// Rounds is how many model rounds an assistant message took: one,
+	// plus one per round of tool calls (see Steps). Zero for other
+	// messages and for replies stored before rounds were counted.
+	Rounds int `json:"rounds,omitempty"`
 }
 
 // Text returns the concatenated text parts of m.

@@ -31,9 +31,13 @@ type Provider interface {
 
 // Request is what a provider sends the model.
 type Request struct {
-	Model    string
-	System   string     // the system prompt, if any
-	Messages []Message  // the conversation, oldest first; complete messages only
+	Model  string
+	System string // the system prompt, if any
+	// Messages is the conversation, oldest first: complete messages,
+	// and, from the second round of a tool loop on, last, the reply in
+	// progress (an assistant message whose parts hold the earlier
+	// rounds; render it with Steps).
+	Messages []Message
 	Tools    []ToolSpec // the tools the model may call, if any
 }
 

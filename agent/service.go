@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -44,6 +45,11 @@ type Agent struct {
 	// reply still calling tools after that many rounds ends with status
 	// error. Default 8.
 	MaxToolRounds int
+	// CancelOnDisconnect stops a generation when the client of its POST
+	// goes away: the reply is stored cancelled, with the output so far.
+	// By default the generation goes on, and a client may come back for
+	// the reply (GET /messages/{id}/stream, or the history).
+	CancelOnDisconnect bool
 }
 
 // AgentInfo describes an agent in GET /v1/agents.
@@ -104,6 +110,9 @@ func NewService(agents ...Agent) (*Service, error) {
 		if a.MaxToolRounds <= 0 {
 			a.MaxToolRounds = 8
 		}
+		if err := checkTools(a.Name, a.Tools); err != nil {
+			return nil, err
+		}
 		s.agents[a.Name] = &a
 		s.order = append(s.order, a.Name)
 	}
@@ -155,8 +164,8 @@ func (s *Service) Register(rt *cairn.Runtime) (*cairn.Namespace, error) {
 func ObjectName(agent, session string) string { return agent + "/" + session }
 
 // Session returns the stub of a session of a configured agent. Its HTTP
-// handler serves GET and POST /messages, POST /cancel and POST
-// /chat/completions (see the package documentation).
+// handler serves GET and POST /messages, GET /messages/{id}/stream, POST
+// /cancel and POST /chat/completions (see the package documentation).
 func (s *Service) Session(agent, session string) (*cairn.Stub, error) {
 	if s.ns == nil {
 		return nil, cairn.Errorf(cairn.Unavailable, "the agent class is not registered")
@@ -179,6 +188,7 @@ func (s *Service) Session(agent, session string) (*cairn.Stub, error) {
 //	GET  /v1/agents                              the configured agents
 //	POST /v1/agents/{agent}/{session}/messages   send {"text": "..."}
 //	GET  /v1/agents/{agent}/{session}/messages   history, newest first
+//	GET  /v1/agents/{agent}/{session}/messages/{id}/stream   resume a reply's stream
 //	POST /v1/agents/{agent}/{session}/cancel     stop the generation in flight
 //	POST /v1/agents/{agent}/{session}/chat/completions   OpenAI-compatible
 //
@@ -211,6 +221,14 @@ func (s *Service) fetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r2 := cairn.ForwardedRequest(r, body, r.PathValue("path"))
+	if r.Method == http.MethodPost {
+		// A message, once read, is the session's to answer: its turn and
+		// output gate do not end with the client's connection (that would
+		// stop a tool loop between rounds). The handler finds the
+		// client's own context by clientKey, for CancelOnDisconnect.
+		ctx := context.WithValue(context.WithoutCancel(r.Context()), clientKey{}, r.Context())
+		r2 = r2.WithContext(ctx)
+	}
 	if err := stub.Fetch(w, r2); err != nil && !errors.Is(err, cairn.ErrResponseStarted) {
 		cairn.WriteError(w, err)
 	}

@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -32,8 +34,12 @@ type session struct {
 	// The cancel switch of the generation in flight, guarded by mu: stop
 	// ends its model call; stopped records that a client asked for it, so
 	// that the reply is stored as cancelled whatever the provider said.
-	stop    context.CancelFunc
+	stop    func()
 	stopped bool
+
+	// The stream of the reply being generated, for readers that resume
+	// it; guarded by mu.
+	live *live
 }
 
 func (s *Service) newSession(st *cairn.State) (any, error) {
@@ -48,9 +54,18 @@ func (s *Service) newSession(st *cairn.State) (any, error) {
 	return ss, nil
 }
 
-// ServeHTTP serves GET and POST /messages, POST /cancel and POST
-// /chat/completions.
+// ServeHTTP serves GET and POST /messages, GET /messages/{id}/stream,
+// POST /cancel and POST /chat/completions.
 func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if id, ok := streamPath(r.URL.Path); ok {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", "GET")
+			cairn.WriteError(w, cairn.Errorf(cairn.Invalid, "method %s not allowed; use GET", r.Method))
+			return
+		}
+		s.resume(w, r, id)
+		return
+	}
 	switch r.URL.Path {
 	case "/messages":
 	case "/cancel", "/chat/completions":
@@ -78,6 +93,19 @@ func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, POST")
 		cairn.WriteError(w, cairn.Errorf(cairn.Invalid, "method %s not allowed; use GET or POST", r.Method))
 	}
+}
+
+// streamPath matches /messages/{id}/stream.
+func streamPath(p string) (string, bool) {
+	rest, ok := strings.CutPrefix(p, "/messages/")
+	if !ok {
+		return "", false
+	}
+	id, ok := strings.CutSuffix(rest, "/stream")
+	if !ok || id == "" || strings.Contains(id, "/") {
+		return "", false
+	}
+	return id, true
 }
 
 // Page is a page of history, newest first. Next, if set, is the cursor
@@ -136,7 +164,7 @@ func (s *session) post(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.generate(w, r, a, in.Text, &uiSink{sse: stream})
+	s.generate(w, r, a, in.Text, &uiSink{events: stream})
 }
 
 // cancel serves POST /cancel: it stops the generation in flight, if any.
@@ -153,9 +181,6 @@ func (s *session) cancel(w http.ResponseWriter) {
 	}
 	cairn.WriteJSON(w, http.StatusOK, map[string]bool{"cancelled": stop != nil})
 }
-
-// errCancelled is the error of a reply a client cancelled.
-var errCancelled = cairn.Errorf(cairn.Conflict, "the generation was cancelled by a client")
 
 // generate stores the user message text, waits for the generations before
 // it and answers it through out.
@@ -188,7 +213,7 @@ func (s *session) generate(w http.ResponseWriter, r *http.Request, a *Agent, tex
 	}
 	defer s.next()
 	g := &generation{s: s, a: a, w: w, user: user, out: out}
-	g.run(r.Context())
+	g.run(r)
 }
 
 // errShutdown ends a wait for the generation guard when the runtime closes.
@@ -295,7 +320,7 @@ func wantsSSE(r *http.Request) bool {
 	return false
 }
 
-// generation is one model call answering one user message.
+// generation answers one user message: a tool loop of model rounds.
 type generation struct {
 	s      *session
 	a      *Agent
@@ -303,68 +328,82 @@ type generation struct {
 	user   *Message
 	out    sink
 	msg    *Message // the assistant message
-	finish string   // the provider's finish reason, once complete
-	seq    int      // SSE events sent
+	live   *live    // its stream
+	log    *slog.Logger
+	finish string // the provider's finish reason of the last round, once complete
 }
 
 // sink renders a generation to its client: the messages API's JSON or
 // SSE (uiSink), or the chat completions shapes (chatSink). Errors before
 // begin are written by the generation as plain API errors.
 type sink interface {
-	// begin is called in the turn once both messages are durable.
-	begin(g *generation)
-	// stream is called, turn released, with each event as it arrives.
-	stream(g *generation, name string, data map[string]any)
-	// end answers with g.msg, stored, in the turn.
-	end(g *generation)
+	// sse reports whether the sink writes the stream's own events.
+	sse() bool
+	// begin is called in the turn once both messages are durable, with
+	// the message-start event.
+	begin(g *generation, ev *streamEvent)
+	// event is called, turn released, with each event as it arrives.
+	event(g *generation, ev *streamEvent)
+	// end answers with g.msg, stored, in the turn; ev is message-end.
+	end(g *generation, ev *streamEvent)
 	// fail answers with err, after begin.
 	fail(g *generation, err error)
 }
 
 // uiSink answers POST /messages: the stored message as JSON, or, with
 // sse, the events of the AI SDK-like stream.
-type uiSink struct{ sse bool }
+type uiSink struct{ events bool }
 
-func (u *uiSink) begin(g *generation) {
-	if !u.sse {
+func (u *uiSink) sse() bool { return u.events }
+
+func (u *uiSink) begin(g *generation, ev *streamEvent) {
+	if !u.events {
 		return
 	}
-	h := g.w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	g.w.WriteHeader(http.StatusOK)
-	g.event("message-start", map[string]any{"messageId": g.msg.ID, "userMessageId": g.user.ID, "model": g.a.Model})
+	sseHeader(g.w)
+	g.w.Write(ev.sse())
 	g.w.(http.Flusher).Flush() // commit point: both messages are durable before this goes out
 }
 
-func (u *uiSink) stream(g *generation, name string, data map[string]any) {
-	if !u.sse {
+func (u *uiSink) event(g *generation, ev *streamEvent) {
+	if !u.events {
 		return
 	}
-	g.event(name, data)
+	g.w.Write(ev.sse())
 	g.w.(http.Flusher).Flush()
 }
 
-func (u *uiSink) end(g *generation) {
-	if u.sse {
+func (u *uiSink) end(g *generation, ev *streamEvent) {
+	if u.events {
 		// Buffered until the turn's writes are durable (G5).
-		g.event("message-end", map[string]any{"message": g.msg})
+		g.w.Write(ev.sse())
 		return
 	}
 	cairn.WriteJSON(g.w, http.StatusOK, g.msg)
 }
 
 func (u *uiSink) fail(g *generation, err error) {
-	if u.sse {
-		g.event("error", map[string]any{"messageId": g.msg.ID, "error": errorText(err)})
+	if u.events {
+		g.w.Write(g.live.errorEvent(err).sse())
 		return
 	}
 	cairn.WriteError(g.w, err)
 }
 
-// run calls the model and stores its answer. The caller holds the guard.
-func (g *generation) run(ctx context.Context) {
+// Why a generation stopped early: the causes of its context.
+var (
+	errCancelled    = cairn.Errorf(cairn.Conflict, "the generation was cancelled by a client")
+	errDisconnected = cairn.Errorf(cairn.Conflict, "the generation was cancelled: its client disconnected")
+	errTimeout      = cairn.Errorf(cairn.Timeout, "the generation took longer than the agent's timeout")
+)
+
+// run answers the user message, holding the guard: in the turn it stores
+// the reply as streaming; then, for each model round, it releases the
+// turn while the model runs and the round's tool calls are answered, and
+// stores the round's parts when it has the turn back, so that a crash
+// keeps the rounds that finished; the last turn stores the reply's final
+// status.
+func (g *generation) run(r *http.Request) {
 	s, a := g.s, g.a
 	if err := s.store.activate(g.user.ID); err != nil {
 		cairn.WriteError(g.w, err)
@@ -380,40 +419,146 @@ func (g *generation) run(ctx context.Context) {
 		cairn.WriteError(g.w, err)
 		return
 	}
-	g.out.begin(g)
-	req := &Request{Model: a.Model, System: a.System, Messages: history}
-	closing := s.st.Closing()
-	// The cancel switch is armed in the turn that made the reply
-	// streaming, so a cancel that sees the reply streaming stops it. The
-	// generation's context is detached from the request's: a client that
-	// goes away does not stop it.
-	gctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	defer stop()
+	g.log = s.st.Runtime().Logger
+	g.live = newLive(g.msg.ID, g.user.ID, a.Model)
 	s.mu.Lock()
-	s.stop, s.stopped = stop, false
+	s.live = g.live
 	s.mu.Unlock()
-	var result genResult
-	err = s.st.Release(func(context.Context) error {
-		result = g.call(gctx, req, closing)
-		return nil
-	})
-	if err != nil {
-		// The instance was reset meanwhile: its successor marks the
-		// message failed (see interrupt); storage is off limits here.
-		s.disarm()
-		g.out.fail(g, err)
-		return
+	defer func() {
+		s.mu.Lock()
+		if s.live == g.live {
+			s.live = nil
+		}
+		s.mu.Unlock()
+	}()
+	g.out.begin(g, g.live.start())
+
+	// The generation's context is detached from the request's: by
+	// default a client that goes away does not stop it. Its cause says
+	// what did: POST /cancel, the runtime closing, the client leaving
+	// (with CancelOnDisconnect), or the agent's timeout.
+	gctx, stop := context.WithCancelCause(context.WithoutCancel(r.Context()))
+	defer stop(nil)
+	gctx, cancelTimeout := context.WithTimeoutCause(gctx, a.Timeout, errTimeout)
+	defer cancelTimeout()
+	if a.CancelOnDisconnect {
+		unwatch := context.AfterFunc(clientContext(r), func() { stop(errDisconnected) })
+		defer unwatch()
 	}
-	g.msg.Parts = result.parts
-	g.msg.Usage = result.usage
-	g.msg.Status = result.status
-	g.msg.Error = result.err
-	g.finish = result.finish
+	closing := s.st.Closing()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-closing:
+			stop(errShutdown)
+		case <-done:
+		}
+	}()
+	// The cancel switch is armed in the turn that made the reply
+	// streaming, so a cancel that sees the reply streaming stops it.
+	s.mu.Lock()
+	s.stop, s.stopped = func() { stop(errCancelled) }, false
+	s.mu.Unlock()
+
+	var res roundResult
+	var usage *Usage
+	for round := 1; ; round++ {
+		ran := false
+		err := s.st.Release(func(context.Context) error {
+			ran = true
+			res = g.round(gctx, history, round)
+			return nil
+		})
+		if err != nil && (ran || !isContextError(err)) {
+			// The instance was reset meanwhile: its successor marks the
+			// message failed (see interrupt); storage is off limits here.
+			s.disarm()
+			g.live.abort()
+			g.out.fail(g, err)
+			return
+		}
+		if !ran {
+			// The request's own context ended while the turn's writes
+			// became durable (a route that does not detach it): the
+			// client is gone, and the round never ran.
+			stop(errDisconnected)
+			res = roundResult{status: Cancelled, err: errorText(errDisconnected)}
+		}
+		usage = addUsage(usage, res.usage)
+		if res.status != Streaming || gctx.Err() != nil || round >= a.MaxToolRounds {
+			break
+		}
+		// Between rounds: the finished rounds are stored before the next
+		// model call.
+		g.msg.Parts, g.msg.Rounds = g.live.snapshot()
+		g.msg.Usage = usage
+		if err := s.store.update(g.msg); err != nil {
+			s.disarm()
+			g.live.abort()
+			g.out.fail(g, err)
+			return
+		}
+	}
+	g.settle(&res, s.disarm(), context.Cause(gctx))
+	g.msg.Parts, g.msg.Rounds = g.live.snapshot()
+	g.msg.Usage = usage
+	g.msg.Status = res.status
+	g.msg.Error = res.err
+	g.finish = res.finish
 	if err := s.store.update(g.msg); err != nil {
+		g.live.abort()
 		g.out.fail(g, err)
 		return
 	}
-	g.out.end(g)
+	end, subs := g.live.end(g.msg)
+	s.mu.Lock()
+	s.live = nil
+	s.mu.Unlock()
+	g.out.end(g, end)
+	if len(subs) > 0 {
+		// Resumed readers get message-end once the reply is durable, as
+		// this request's client does.
+		s.st.Release(func(context.Context) error {
+			deliver(end, subs)
+			return nil
+		})
+	}
+}
+
+// settle decides the reply's final status from the last round's and why
+// the generation's context ended, if it did.
+func (g *generation) settle(res *roundResult, stopped bool, cause error) {
+	switch {
+	case stopped:
+		// A client's cancel counts even if the model had just finished:
+		// its answer said the generation was cancelled.
+		res.status, res.err = Cancelled, errorText(errCancelled)
+	case res.status == Complete:
+	case cause == errShutdown || cause == errDisconnected:
+		res.status, res.err = Cancelled, errorText(cause)
+	case cause == errTimeout && res.status != Failed:
+		res.status, res.err = Failed, errorText(cause)+fmt.Sprintf(" (%s)", g.a.Timeout)
+	case res.status == Streaming:
+		// The loop ran out of rounds with the model still calling tools.
+		res.status = Failed
+		res.err = fmt.Sprintf("the model was still calling tools after %d rounds, the agent's limit (MaxToolRounds)", g.a.MaxToolRounds)
+	}
+}
+
+// isContextError reports whether err is a context's error.
+func isContextError(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func addUsage(total, u *Usage) *Usage {
+	if u == nil {
+		return total
+	}
+	if total == nil {
+		return &Usage{InputTokens: u.InputTokens, OutputTokens: u.OutputTokens}
+	}
+	return &Usage{InputTokens: total.InputTokens + u.InputTokens, OutputTokens: total.OutputTokens + u.OutputTokens}
 }
 
 // disarm removes the cancel switch and reports whether a client used it.
@@ -425,51 +570,47 @@ func (s *session) disarm() bool {
 	return stopped
 }
 
-// genResult is the outcome of a model call.
-type genResult struct {
-	parts  []Part
-	usage  *Usage
+// roundResult is the outcome of one model round.
+type roundResult struct {
+	usage *Usage
+	// status is Streaming if the round's tool calls were answered and the
+	// loop may go on, else the reply's status as the round left it.
 	status Status
 	err    string
 	finish string // the provider's finish reason, when complete
 }
 
-// call runs the model outside the turn, streaming events to the client as
-// they arrive. The generation goes on if the client leaves; it stops when
-// ctx ends (POST /cancel), the runtime closes (both cancelled) or the
-// agent's timeout passes.
-func (g *generation) call(ctx context.Context, req *Request, closing <-chan struct{}) genResult {
-	pctx, cancel := context.WithTimeout(ctx, g.a.Timeout)
-	defer cancel()
-	stop := make(chan struct{})
-	defer close(stop)
-	shutdown := make(chan struct{})
-	go func() {
-		select {
-		case <-closing:
-			close(shutdown)
-			cancel()
-		case <-stop:
-		}
-	}()
+// round runs one model round outside the turn: it offers the model the
+// round's tools and the history with the reply so far, streams what comes
+// back to the client as it arrives, and answers the tool calls the model
+// made, if it finished with any. It stops when ctx ends.
+func (g *generation) round(ctx context.Context, history []Message, round int) roundResult {
+	tb := g.toolbox(ctx)
+	req := &Request{Model: g.a.Model, System: g.a.System, Messages: history, Tools: tb.specs}
+	if round > 1 {
+		parts, rounds := g.live.snapshot()
+		inProgress := *g.msg
+		inProgress.Parts, inProgress.Rounds = parts, rounds
+		req.Messages = append(history[:len(history):len(history)], inProgress)
+	}
+	g.emit(g.live.startRound())
+	defer func() { g.emit(g.live.endRound()) }()
 
-	var res genResult
-	var b partsBuilder
+	var res roundResult
+	var calls []Part
 	ended := false
-	for ev := range g.a.Provider.Stream(pctx, req) {
+	for ev := range g.a.Provider.Stream(ctx, req) {
 		switch ev.Type {
 		case EventText:
-			b.text(PartText, ev.Text)
-			g.stream("text-delta", map[string]any{"delta": ev.Text})
+			g.emit(g.live.text(PartText, ev.Text))
 		case EventReasoning:
-			b.text(PartReasoning, ev.Text)
-			g.stream("reasoning-delta", map[string]any{"delta": ev.Text})
+			g.emit(g.live.text(PartReasoning, ev.Text))
 		case EventToolCallDelta:
-			tc := ev.ToolCall
-			g.stream("tool-call-delta", map[string]any{"index": tc.Index, "toolCallId": tc.ID, "toolName": tc.Name, "inputDelta": tc.Input})
+			g.emit(g.live.toolCallDelta(ev.ToolCall))
 		case EventToolCall:
-			p := b.toolCall(ev.ToolCall)
-			g.stream("tool-call", map[string]any{"toolCallId": p.ToolCallID, "toolName": p.ToolName, "input": p.Input})
+			p, e := g.live.toolCall(ev.ToolCall)
+			calls = append(calls, p)
+			g.emit(e)
 		case EventUsage:
 			u := *ev.Usage
 			res.usage = &u
@@ -480,11 +621,6 @@ func (g *generation) call(ctx context.Context, req *Request, closing <-chan stru
 		case EventError:
 			res.status = Failed
 			res.err = errorText(ev.Err)
-			select {
-			case <-shutdown:
-				res.status, res.err = Cancelled, errorText(errShutdown)
-			default:
-			}
 			ended = true
 		}
 		if ended {
@@ -494,83 +630,28 @@ func (g *generation) call(ctx context.Context, req *Request, closing <-chan stru
 	if !ended {
 		res.status, res.err = Failed, fmt.Sprintf("provider %s ended its stream without finishing", g.a.Provider.Name())
 	}
-	// Read and cleared in one step, so that a cancel either counts (and
-	// the reply is cancelled, even if the model had just finished) or
-	// finds no generation.
-	if g.s.disarm() {
-		res.status, res.err = Cancelled, errorText(errCancelled)
+	if res.status != Complete || len(calls) == 0 {
+		return res
 	}
-	res.parts = b.done()
+	if round >= g.a.MaxToolRounds {
+		// Not run: the model would not see the results. Each call still
+		// gets one, so that the reply's rounds stay well formed.
+		for _, c := range calls {
+			g.emit(g.live.toolResult(errorResult(c, fmt.Sprintf("not run: the reply reached its limit of %d model rounds", g.a.MaxToolRounds))))
+		}
+		res.status = Streaming
+		return res
+	}
+	g.runCalls(ctx, calls, tb)
+	res.status = Streaming
 	return res
 }
 
-// stream sends an event to the client while the turn is released (it
-// goes straight out).
-func (g *generation) stream(name string, data map[string]any) {
-	g.out.stream(g, name, data)
-}
-
-// event writes one SSE event: its id is the assistant message's ID and
-// the event's number, data a JSON object with "type" and "messageId".
-func (g *generation) event(name string, data map[string]any) {
-	data["type"] = name
-	if _, ok := data["messageId"]; !ok && g.msg != nil {
-		data["messageId"] = g.msg.ID
+// emit sends an event of the generation's stream to its client, while
+// the turn is released (it goes straight out). Resumed readers have it
+// already.
+func (g *generation) emit(ev *streamEvent) {
+	if ev != nil {
+		g.out.event(g, ev)
 	}
-	b, err := json.Marshal(data)
-	if err != nil {
-		b = []byte(`{"type":"error","error":"encode event"}`)
-	}
-	g.seq++
-	id := strconv.Itoa(g.seq)
-	if g.msg != nil {
-		id = g.msg.ID + ":" + id
-	}
-	fmt.Fprintf(g.w, "id: %s\nevent: %s\ndata: %s\n\n", id, name, b)
-}
-
-// partsBuilder assembles a message's parts from provider events: runs of
-// text (or reasoning) deltas become one part each.
-type partsBuilder struct {
-	parts   []Part
-	curType string // type of the text run in cur, if any
-	cur     strings.Builder
-}
-
-func (b *partsBuilder) text(typ, s string) {
-	if b.curType != typ {
-		b.flush()
-		b.curType = typ
-	}
-	b.cur.WriteString(s)
-}
-
-func (b *partsBuilder) flush() {
-	if b.curType != "" {
-		b.parts = append(b.parts, Part{Type: b.curType, Text: b.cur.String()})
-		b.cur.Reset()
-		b.curType = ""
-	}
-}
-
-func (b *partsBuilder) toolCall(tc *ToolCall) Part {
-	b.flush()
-	input := json.RawMessage(tc.Input)
-	if strings.TrimSpace(tc.Input) == "" {
-		input = json.RawMessage("{}")
-	} else if !json.Valid(input) {
-		input, _ = json.Marshal(tc.Input)
-	}
-	p := Part{Type: PartToolCall, ToolCallID: tc.ID, ToolName: tc.Name, Input: input}
-	b.parts = append(b.parts, p)
-	return p
-}
-
-// done returns the parts.
-func (b *partsBuilder) done() []Part {
-	b.flush()
-	if b.parts == nil {
-		return []Part{}
-	}
-	return b.parts
 }

@@ -40,6 +40,8 @@ CREATE TABLE message_chunks (
 	data       BLOB NOT NULL,
 	PRIMARY KEY (message_id, n)
 ) WITHOUT ROWID;
+`}, {SQL: `
+ALTER TABLE messages ADD COLUMN rounds INTEGER NOT NULL DEFAULT 0;
 `}}
 
 // store reads and writes one session's messages. It must be used in the
@@ -56,15 +58,15 @@ func (s store) insert(m *Message) error {
 	if m.Usage != nil {
 		in, out = m.Usage.InputTokens, m.Usage.OutputTokens
 	}
-	if _, err := s.st.Exec(`INSERT INTO messages (seq, id, role, status, created_at, input_tokens, output_tokens, model, error, parts, chunks)
-		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM messages), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		m.ID, string(m.Role), string(m.Status), m.CreatedAt.UnixMilli(), in, out, m.Model, m.Error, parts, len(chunks)); err != nil {
+	if _, err := s.st.Exec(`INSERT INTO messages (seq, id, role, status, created_at, input_tokens, output_tokens, model, error, parts, chunks, rounds)
+		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM messages), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, string(m.Role), string(m.Status), m.CreatedAt.UnixMilli(), in, out, m.Model, m.Error, parts, len(chunks), m.Rounds); err != nil {
 		return fmt.Errorf("insert message: %w", err)
 	}
 	return s.putChunks(m.ID, chunks)
 }
 
-// update rewrites m's parts, status, usage and error.
+// update rewrites m's parts, status, usage, error and rounds.
 func (s store) update(m *Message) error {
 	parts, chunks, err := encodeParts(m.Parts)
 	if err != nil {
@@ -77,8 +79,8 @@ func (s store) update(m *Message) error {
 	if _, err := s.st.Exec(`DELETE FROM message_chunks WHERE message_id = ?`, m.ID); err != nil {
 		return fmt.Errorf("update message: %w", err)
 	}
-	if _, err := s.st.Exec(`UPDATE messages SET status = ?, input_tokens = ?, output_tokens = ?, model = ?, error = ?, parts = ?, chunks = ? WHERE id = ?`,
-		string(m.Status), in, out, m.Model, m.Error, parts, len(chunks), m.ID); err != nil {
+	if _, err := s.st.Exec(`UPDATE messages SET status = ?, input_tokens = ?, output_tokens = ?, model = ?, error = ?, parts = ?, chunks = ?, rounds = ? WHERE id = ?`,
+		string(m.Status), in, out, m.Model, m.Error, parts, len(chunks), m.Rounds, m.ID); err != nil {
 		return fmt.Errorf("update message: %w", err)
 	}
 	return s.putChunks(m.ID, chunks)
@@ -149,7 +151,7 @@ func encodeParts(parts []Part) ([]byte, [][]byte, error) {
 	return nil, chunks, nil
 }
 
-const messageColumns = `id, role, status, created_at, input_tokens, output_tokens, model, error, parts, chunks`
+const messageColumns = `id, role, status, created_at, input_tokens, output_tokens, model, error, parts, chunks, rounds`
 
 // page returns up to limit messages before the message with ID before (or
 // the newest, if before is ""), newest first, and whether older ones exist.
@@ -210,6 +212,20 @@ func (s store) get(id string) (Message, bool, error) {
 	return msgs[0], true, nil
 }
 
+// userOf returns the ID of the user message an assistant message
+// answers: the one just before it (a reply is inserted right after its
+// question is moved to the end), or "" if there is none.
+func (s store) userOf(id string) (string, error) {
+	rows, err := s.st.Query(`SELECT id FROM messages WHERE role = ? AND seq = (SELECT seq - 1 FROM messages WHERE id = ?)`, string(User), id)
+	if err != nil {
+		return "", fmt.Errorf("find user message: %w", err)
+	}
+	if len(rows.Values) == 0 {
+		return "", nil
+	}
+	return str(rows.Values[0][0]), nil
+}
+
 func (s store) seq(id string) (int64, bool, error) {
 	rows, err := s.st.Query(`SELECT seq FROM messages WHERE id = ?`, id)
 	if err != nil {
@@ -234,6 +250,7 @@ func (s store) decode(rows *cairn.Rows) ([]Message, error) {
 			CreatedAt: time.UnixMilli(i64(v[3])).UTC(),
 			Model:     str(v[6]),
 			Error:     str(v[7]),
+			Rounds:    int(i64(v[10])),
 		}
 		if v[4] != nil || v[5] != nil {
 			m.Usage = &Usage{InputTokens: i64(v[4]), OutputTokens: i64(v[5])}
