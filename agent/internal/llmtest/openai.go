@@ -17,7 +17,9 @@ import (
 // ("data: {json}\n\n" chunks of object chat.completion.chunk, tool-call
 // deltas split across chunks, a finish chunk, a usage chunk with empty
 // choices when stream_options.include_usage is set, "data: [DONE]"), or
-// a non-streaming chat.completion, or an error body with its status.
+// a non-streaming chat.completion, or an error body with its status. Like
+// the real API it refuses (400) a history whose tool calls and tool
+// messages do not match up.
 type OpenAI struct {
 	// URL is the base URL to configure a client with (ends in /v1).
 	URL string
@@ -35,6 +37,7 @@ type ChatRequest struct {
 	Stream        bool            `json:"stream"`
 	StreamOptions *StreamOptions  `json:"stream_options"`
 	Messages      []ChatMessage   `json:"messages"`
+	Tools         []ChatTool      `json:"tools,omitempty"`
 	Raw           json.RawMessage `json:"-"`
 	Authorization string          `json:"-"`
 }
@@ -42,6 +45,19 @@ type ChatRequest struct {
 // StreamOptions is the request's stream_options.
 type StreamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
+}
+
+// ChatTool is a tool of a request: Type "function" and the function.
+type ChatTool struct {
+	Type     string       `json:"type"`
+	Function ChatFunction `json:"function"`
+}
+
+// ChatFunction is the function of a ChatTool.
+type ChatFunction struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
 }
 
 // ChatMessage is a message of a request. Content is a string or an array
@@ -69,7 +85,8 @@ func (m ChatMessage) Text() string {
 	return s
 }
 
-// Reply scripts the answer to one request.
+// Reply scripts the answer to one request, for the OpenAI double and the
+// Anthropic one (see Anthropic for how its fields read there).
 type Reply struct {
 	// Deltas are the content pieces, one chunk each.
 	Deltas []string
@@ -86,9 +103,13 @@ type Reply struct {
 	// delta: the client has that much while the double holds the rest.
 	Hold <-chan struct{}
 	// Status, if set, answers with this HTTP status and an error body
-	// carrying ErrorMessage, instead of a completion.
+	// carrying ErrorMessage and ErrorType, instead of a completion.
 	Status       int
 	ErrorMessage string
+	// ErrorType is the type of the error body or of the StreamError;
+	// default "invalid_request_error" (OpenAI), or the type the
+	// Anthropic API gives the status ("overloaded_error" mid-stream).
+	ErrorType string
 	// StreamError, if set, is sent as an error event after the deltas
 	// (the way OpenAI reports a failure mid-stream) and ends the stream.
 	StreamError string
@@ -135,7 +156,7 @@ func (d *OpenAI) serve(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(r.Body)
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil || json.Unmarshal(raw, &req) != nil {
-		writeError(w, http.StatusBadRequest, "invalid JSON body")
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "invalid JSON body")
 		return
 	}
 	req.Raw = raw
@@ -144,9 +165,14 @@ func (d *OpenAI) serve(w http.ResponseWriter, r *http.Request) {
 	d.requests = append(d.requests, &req)
 	d.mu.Unlock()
 
+	if msg := validateChat(&req); msg != "" {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", msg)
+		return
+	}
+
 	rep := d.reply(&req)
 	if rep.Status != 0 {
-		writeError(w, rep.Status, rep.ErrorMessage)
+		writeError(w, rep.Status, rep.ErrorType, rep.ErrorMessage)
 		return
 	}
 	finish := rep.FinishReason
@@ -202,7 +228,11 @@ func (d *OpenAI) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if rep.StreamError != "" {
-		send(map[string]any{"error": map[string]any{"message": rep.StreamError, "type": "server_error", "param": nil, "code": nil}})
+		typ := rep.ErrorType
+		if typ == "" {
+			typ = "server_error"
+		}
+		send(map[string]any{"error": map[string]any{"message": rep.StreamError, "type": typ, "param": nil, "code": nil}})
 		return
 	}
 	if rep.Truncate {
@@ -259,12 +289,48 @@ func usage(u *Usage) map[string]any {
 	}
 }
 
-func writeError(w http.ResponseWriter, status int, msg string) {
+func writeError(w http.ResponseWriter, status int, typ, msg string) {
+	if typ == "" {
+		typ = "invalid_request_error"
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
-		"message": msg, "type": "invalid_request_error", "param": nil, "code": nil,
+		"message": msg, "type": typ, "param": nil, "code": nil,
 	}})
+}
+
+// validateChat returns why OpenAI would refuse req, or "": as the real
+// API, the double wants each tool call of an assistant message answered
+// by a tool message right after it, and each tool message to answer a
+// call.
+func validateChat(req *ChatRequest) string {
+	pending := map[string]bool{} // calls of the last assistant message not yet answered
+	for i, m := range req.Messages {
+		if m.Role == "tool" {
+			if !pending[m.ToolCallID] {
+				return fmt.Sprintf("Invalid parameter: messages with role 'tool' must be a response to a preceding message with 'tool_calls' (messages[%d])", i)
+			}
+			delete(pending, m.ToolCallID)
+			continue
+		}
+		if len(pending) > 0 {
+			return "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'."
+		}
+		if m.Role == "assistant" && len(m.ToolCalls) > 0 {
+			var tcs []struct {
+				ID string `json:"id"`
+			}
+			json.Unmarshal(m.ToolCalls, &tcs)
+			for _, tc := range tcs {
+				pending[tc.ID] = true
+			}
+		}
+	}
+	if len(pending) > 0 {
+		return "An assistant message with 'tool_calls' must be followed by tool messages responding to each 'tool_call_id'."
+	}
+	return ""
 }
 
 // split cuts s into n pieces of nearly equal length (bytes; fine for the
