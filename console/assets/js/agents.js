@@ -217,6 +217,7 @@ async function sessionPage(ctx, agent, session) {
     if (!msg.trim() || streaming) return;
     clear(chatErr);
     text.value = '';
+    if (list.childElementCount === 0) histStatus.textContent = '';
     const stick = true;
     const userLi = renderMessage({ role: 'user', status: 'sending', parts: [{ type: 'text', text: msg }], created_at: new Date().toISOString() });
     list.append(userLi);

@@ -77,7 +77,7 @@ export function table(caption, headers, rows, attrs) {
     h('table', attrs,
       caption ? h('caption', { class: caption.hidden ? 'visually-hidden' : null }, caption.text ?? caption) : null,
       h('thead', null, h('tr', null, headers.map((x) => h('th', { scope: 'col' }, x)))),
-      h('tbody', null, rows.map((r) => h('tr', null, r.map((c) => h('td', null, c)))))));
+      h('tbody', null, rows.map((r) => h('tr', null, r.map((c, i) => h('td', { dataset: { label: headers[i] ?? '' } }, c)))))));
 }
 
 /** errorBox shows an error plainly (role=alert). */
@@ -154,7 +154,8 @@ export function fmtAgo(t, now = Date.now()) {
   else if (a < 60e3) s = Math.round(a / 1e3) + ' s';
   else if (a < 3600e3) s = Math.round(a / 60e3) + ' min';
   else if (a < 86400e3) s = Math.round(a / 3600e3) + ' h';
-  else s = Math.round(a / 86400e3) + ' d';
+  else if (a < 30 * 86400e3) s = Math.round(a / 86400e3) + ' d';
+  else return (t instanceof Date ? t : new Date(t)).toLocaleDateString(undefined, { dateStyle: 'medium' });
   if (s === 'now') return s;
   return ms < 0 ? s + ' ago' : 'in ' + s;
 }
