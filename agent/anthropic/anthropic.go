@@ -79,19 +79,33 @@ func New(cfg Config) *Provider {
 // Name returns "anthropic".
 func (p *Provider) Name() string { return "anthropic" }
 
-// Stream calls POST {BaseURL}/v1/messages with stream=true and yields
-// text, reasoning (thinking deltas), tool-call deltas and each tool call
-// once its content block stops, usage (after message_start and after
-// message_delta; input tokens count cached ones too, as OpenAI's do), and
-// Done with the stop reason in OpenAI's words: end_turn is "stop",
-// tool_use "tool_calls", max_tokens "length"; others pass as they are. A
-// stream that ends without message_stop is an error: the connection was
-// cut.
+// Stream calls POST {BaseURL}/v1/messages with stream=true, the system
+// prompt and Request.Tools (name, description, input_schema as it is),
+// and yields text, reasoning (thinking deltas), tool-call deltas and each
+// tool call once its content block stops, usage (after message_start and
+// after message_delta; input tokens count cached ones too, as OpenAI's
+// do), and Done with the stop reason in OpenAI's words: end_turn is
+// "stop", tool_use "tool_calls", max_tokens "length"; others pass as
+// they are. A stream that ends without message_stop is an error: the
+// connection was cut.
 //
-// The history is rendered as Anthropic wants it; see the package's
-// messages function for the details: reasoning parts are not sent back
-// (the API takes thinking blocks only with the signature it gave them,
-// which a session does not keep).
+// The history is rendered as the API wants it. A user message is a user
+// message of its text. An assistant message is rendered step by step
+// (agent.Steps): each model round is an assistant message of its text
+// and tool_use blocks, in order, then a user message of one tool_result
+// block per call (is_error from Part.IsError; an output that is a JSON
+// string is sent as its text, any other as its JSON text); results stored
+// apart, in tool messages right after the assistant message, belong to
+// its last round. Reasoning parts are not sent back: the API accepts
+// thinking blocks only with the signature it gave them, which a session
+// does not keep. The API refuses a call without its result and a result
+// that answers no call: a call with no result (a loop cut short) is sent
+// with an error result saying so, and a result that answers no call of
+// its round is left out. Tool input that is not a JSON object (the
+// model's invalid JSON, kept as a string) is sent as {}. Empty text is
+// left out, consecutive messages of one role are merged into one (tool
+// results and the user's next words), and system messages join the
+// system prompt (the API has no system role for most models).
 func (p *Provider) Stream(ctx context.Context, req *agent.Request) iter.Seq[agent.Event] {
 	return func(yield func(agent.Event) bool) {
 		params := ant.MessageNewParams{
@@ -287,25 +301,8 @@ func tools(specs []agent.ToolSpec) []ant.ToolUnionParam {
 	return out
 }
 
-// messages renders the conversation as the Messages API wants it:
-//
-//   - a user message is a user message of its text;
-//   - an assistant message is rendered step by step (agent.Steps): each
-//     step is an assistant message of its text and tool_use blocks, in
-//     order, then a user message of one tool_result block per call
-//     (is_error from Part.IsError; an output that is a JSON string is
-//     sent as its text, any other as its JSON text);
-//   - reasoning parts are dropped: the API accepts thinking blocks only
-//     with the signature it gave them, which is not kept;
-//   - a tool call with no result (a loop cut short) gets an error result
-//     saying so, and a result that answers no call of its step is
-//     dropped, since the API refuses both;
-//   - tool input that is not a JSON object (the model's invalid JSON,
-//     kept as a string) is sent as {};
-//   - empty text is left out, and consecutive messages of one role are
-//     merged into one (tool results and the user's next words).
-//
-// System messages go to the system prompt (see system).
+// messages renders the conversation as the Messages API wants it, as
+// Stream describes.
 func messages(history []agent.Message) []ant.MessageParam {
 	type turn struct {
 		user   bool

@@ -424,17 +424,12 @@ func TestStreamStopsEarly(t *testing.T) {
 
 func TestStreamContextEnds(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		code cairn.Code
-		stop func(context.CancelFunc)
-		ctx  func() (context.Context, context.CancelFunc)
+		name    string
+		code    cairn.Code
+		timeout time.Duration // 0: cancel after the first text
 	}{
-		{"cancelled", cairn.Unavailable, func(cancel context.CancelFunc) { cancel() },
-			func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }},
-		{"deadline", cairn.Timeout, func(context.CancelFunc) {},
-			func() (context.Context, context.CancelFunc) {
-				return context.WithTimeout(context.Background(), 300*time.Millisecond)
-			}},
+		{"cancelled", cairn.Unavailable, 0},
+		{"deadline", cairn.Timeout, 300 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hold := make(chan struct{})
@@ -442,13 +437,16 @@ func TestStreamContextEnds(t *testing.T) {
 			d := llmtest.NewAnthropic(t, func(*llmtest.MessagesRequest) llmtest.Reply {
 				return llmtest.Reply{Deltas: []string{"one", "two"}, Hold: hold}
 			})
-			ctx, cancel := tc.ctx()
+			ctx, cancel := context.WithCancel(context.Background())
+			if tc.timeout > 0 {
+				ctx, cancel = context.WithTimeout(context.Background(), tc.timeout)
+			}
 			defer cancel()
 			var evs []agent.Event
 			for ev := range newProvider(d).Stream(ctx, &agent.Request{Model: "m", Messages: []agent.Message{userMsg("hi")}}) {
 				evs = append(evs, ev)
-				if ev.Type == agent.EventText {
-					tc.stop(cancel) // the double holds the rest until the end
+				if ev.Type == agent.EventText && tc.timeout == 0 {
+					cancel() // the double holds the rest until the end
 				}
 			}
 			last := evs[len(evs)-1]

@@ -98,7 +98,13 @@ func TestStreamToolCalls(t *testing.T) {
 		}
 	})
 	p := openai.New(openai.Config{BaseURL: d.URL, MaxRetries: -1})
-	evs := collect(t, p, &agent.Request{Model: "m", Messages: []agent.Message{userMsg("weather?")}})
+	tools := []agent.ToolSpec{
+		{Name: "weather", Description: "The weather in a city.", InputSchema: json.RawMessage(
+			`{"type":"object","properties":{"city":{"type":"string"},"unit":{"type":"string","enum":["C","F"]}},"required":["city"]}`)},
+		{Name: "time", InputSchema: json.RawMessage(`{"type":"object","properties":{"tz":{"type":"string"}}}`)},
+		{Name: "now"},
+	}
+	evs := collect(t, p, &agent.Request{Model: "m", Messages: []agent.Message{userMsg("weather?")}, Tools: tools})
 	var calls []agent.ToolCall
 	deltas := map[int]string{}
 	for _, ev := range evs {
@@ -126,6 +132,140 @@ func TestStreamToolCalls(t *testing.T) {
 	}
 	if last := evs[len(evs)-1]; last.Type != agent.EventDone || last.FinishReason != "tool_calls" {
 		t.Errorf("last event = %+v, want done with tool_calls", last)
+	}
+
+	got := d.Requests()[0].Tools
+	if len(got) != len(tools) {
+		t.Fatalf("request tools = %+v, want %d", got, len(tools))
+	}
+	for i, tool := range tools {
+		fn := got[i].Function
+		if got[i].Type != "function" || fn.Name != tool.Name || fn.Description != tool.Description {
+			t.Errorf("tool %d = %s %s %q, want function %s %q", i, got[i].Type, fn.Name, fn.Description, tool.Name, tool.Description)
+		}
+		schema := tool.InputSchema
+		if schema == nil {
+			schema = json.RawMessage(`{"type":"object"}`)
+		}
+		if !jsonEqual(t, fn.Parameters, schema) {
+			t.Errorf("tool %d parameters = %s, want %s", i, fn.Parameters, schema)
+		}
+	}
+}
+
+func TestNoTools(t *testing.T) {
+	d := llmtest.NewOpenAI(t, func(*llmtest.ChatRequest) llmtest.Reply { return llmtest.Reply{Deltas: []string{"ok"}} })
+	p := openai.New(openai.Config{BaseURL: d.URL, MaxRetries: -1})
+	collect(t, p, &agent.Request{Model: "m", Messages: []agent.Message{userMsg("hi")}})
+	var raw map[string]json.RawMessage
+	json.Unmarshal(d.Requests()[0].Raw, &raw)
+	if _, ok := raw["tools"]; ok {
+		t.Errorf("request has tools: %s, want none", raw["tools"])
+	}
+}
+
+func TestBadToolSchema(t *testing.T) {
+	d := llmtest.NewOpenAI(t, func(*llmtest.ChatRequest) llmtest.Reply { return llmtest.Reply{Deltas: []string{"ok"}} })
+	p := openai.New(openai.Config{BaseURL: d.URL, MaxRetries: -1})
+	evs := collect(t, p, &agent.Request{Model: "m", Messages: []agent.Message{userMsg("hi")},
+		Tools: []agent.ToolSpec{{Name: "bad", InputSchema: json.RawMessage(`[1]`)}}})
+	last := evs[len(evs)-1]
+	if last.Type != agent.EventError || !strings.Contains(cairn.ErrorMessage(last.Err), `tool "bad"`) {
+		t.Errorf("last event = %+v, want an error naming the tool", last)
+	}
+	if n := len(d.Requests()); n != 0 {
+		t.Errorf("double got %d requests, want none", n)
+	}
+}
+
+func jsonEqual(tb testing.TB, a, b json.RawMessage) bool {
+	tb.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		tb.Fatalf("%s: %v", a, err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		tb.Fatalf("%s: %v", b, err)
+	}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return string(xb) == string(yb)
+}
+
+// renderMessages renders a request's messages one a line.
+func renderMessages(msgs []llmtest.ChatMessage) string {
+	var lines []string
+	for _, m := range msgs {
+		line := m.Role + ":"
+		if t := m.Text(); t != "" {
+			line += " " + t
+		}
+		if m.ToolCallID != "" {
+			line += " [" + m.ToolCallID + "]"
+		}
+		var tcs []struct {
+			ID       string `json:"id"`
+			Function struct {
+				Name      string `json:"name"`
+				Arguments string `json:"arguments"`
+			} `json:"function"`
+		}
+		json.Unmarshal(m.ToolCalls, &tcs)
+		for _, tc := range tcs {
+			line += " call " + tc.ID + " " + tc.Function.Name + " " + tc.Function.Arguments
+		}
+		lines = append(lines, line)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestHistorySteps renders a two-round tool loop: each round an
+// assistant message with its calls, then one tool message per call.
+func TestHistorySteps(t *testing.T) {
+	d := llmtest.NewOpenAI(t, func(*llmtest.ChatRequest) llmtest.Reply { return llmtest.Reply{Deltas: []string{"ok"}} })
+	p := openai.New(openai.Config{BaseURL: d.URL, MaxRetries: -1})
+	req := &agent.Request{Model: "m", Messages: []agent.Message{
+		userMsg("weather in Paris and Rome?"),
+		{Role: agent.Assistant, Status: agent.Complete, Parts: []agent.Part{
+			{Type: agent.PartReasoning, Text: "two cities"},
+			{Type: agent.PartText, Text: "Looking."},
+			{Type: agent.PartToolCall, ToolCallID: "call_1", ToolName: "weather", Input: json.RawMessage(`{"city":"Paris"}`)},
+			{Type: agent.PartToolCall, ToolCallID: "call_2", ToolName: "weather", Input: json.RawMessage(`{"city":"Rome"}`)},
+			{Type: agent.PartToolResult, ToolCallID: "call_2", ToolName: "weather", Output: json.RawMessage(`"city not found"`), IsError: true},
+			{Type: agent.PartToolResult, ToolCallID: "call_1", ToolName: "weather", Output: json.RawMessage(`{"temp":21}`)},
+			{Type: agent.PartToolCall, ToolCallID: "call_3", ToolName: "weather", Input: json.RawMessage(`"{\"city\":\"Roma"`)},
+			{Type: agent.PartToolResult, ToolCallID: "call_3", ToolName: "weather", Output: json.RawMessage(`{"temp":25}`)},
+			{Type: agent.PartText, Text: "Paris 21, Rome 25."},
+		}},
+		userMsg("and a call cut short?"),
+		{Role: agent.Assistant, Status: agent.Complete, Parts: []agent.Part{
+			{Type: agent.PartReasoning, Text: "only thoughts"},
+		}},
+		{Role: agent.Assistant, Status: agent.Complete, Parts: []agent.Part{
+			{Type: agent.PartToolCall, ToolCallID: "call_4", ToolName: "x", Input: json.RawMessage(`{}`)},
+			{Type: agent.PartToolResult, ToolCallID: "call_other", Output: json.RawMessage(`1`)},
+		}},
+		userMsg("bye"),
+	}}
+	evs := collect(t, p, req)
+	if last := evs[len(evs)-1]; last.Type != agent.EventDone {
+		t.Fatalf("last event = %+v, want done (the double refuses a bad history)", last)
+	}
+	want := strings.Join([]string{
+		"user: weather in Paris and Rome?",
+		`assistant: Looking. call call_1 weather {"city":"Paris"} call call_2 weather {"city":"Rome"}`,
+		`tool: {"temp":21} [call_1]`,
+		`tool: error: city not found [call_2]`,
+		`assistant: call call_3 weather {"city":"Roma`,
+		`tool: {"temp":25} [call_3]`,
+		"assistant: Paris 21, Rome 25.",
+		"user: and a call cut short?",
+		"assistant: call call_4 x {}",
+		"tool: error: the tool call has no result (the turn ended before it ran) [call_4]",
+		"user: bye",
+	}, "\n")
+	if got := renderMessages(d.Requests()[0].Messages); got != want {
+		t.Errorf("messages:\n%s\nwant:\n%s", got, want)
 	}
 }
 
@@ -237,5 +377,44 @@ func TestReasoning(t *testing.T) {
 	}
 	if reasoning != "thinking" || text != "answer" {
 		t.Errorf("reasoning %q, text %q; want thinking, answer", reasoning, text)
+	}
+}
+
+func TestStreamContextEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		code    cairn.Code
+		timeout time.Duration // 0: cancel after the first text
+	}{
+		{"cancelled", cairn.Unavailable, 0},
+		{"deadline", cairn.Timeout, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			defer close(hold)
+			d := llmtest.NewOpenAI(t, func(*llmtest.ChatRequest) llmtest.Reply {
+				return llmtest.Reply{Deltas: []string{"one", "two"}, Hold: hold}
+			})
+			p := openai.New(openai.Config{BaseURL: d.URL, MaxRetries: -1})
+			ctx, cancel := context.WithCancel(context.Background())
+			if tc.timeout > 0 {
+				ctx, cancel = context.WithTimeout(context.Background(), tc.timeout)
+			}
+			defer cancel()
+			var evs []agent.Event
+			for ev := range p.Stream(ctx, &agent.Request{Model: "m", Messages: []agent.Message{userMsg("hi")}}) {
+				evs = append(evs, ev)
+				if ev.Type == agent.EventText && tc.timeout == 0 {
+					cancel() // the double holds the rest until the end
+				}
+			}
+			last := evs[len(evs)-1]
+			if last.Type != agent.EventError {
+				t.Fatalf("last event = %+v, want an error", last)
+			}
+			if got := cairn.ErrorCode(last.Err); got != tc.code {
+				t.Errorf("code = %s (%v), want %s", got, last.Err, tc.code)
+			}
+		})
 	}
 }
