@@ -6,9 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"iter"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +33,13 @@ type env struct {
 // before with close.
 func newEnv(tb testing.TB, dir string, agents ...agent.Agent) *env {
 	tb.Helper()
+	return newEnvWith(tb, dir, nil, agents...)
+}
+
+// newEnvWith is newEnv with setup, if not nil, called on the runtime
+// before it opens (to set its clock, logger, idle timeout).
+func newEnvWith(tb testing.TB, dir string, setup func(*cairn.Runtime), agents ...agent.Agent) *env {
+	tb.Helper()
 	if dir == "" {
 		dir = tb.TempDir()
 	}
@@ -40,6 +49,9 @@ func newEnv(tb testing.TB, dir string, agents ...agent.Agent) *env {
 	}
 	rt := cairn.NewRuntime(eng)
 	rt.Durability = cairn.Process
+	if setup != nil {
+		setup(rt)
+	}
 	svc, err := agent.NewService(agents...)
 	if err != nil {
 		tb.Fatal(err)
@@ -211,3 +223,130 @@ func roles(msgs []agent.Message) string {
 // client bounds every test request, so that a stream that never comes
 // fails the test instead of hanging it.
 var client = &http.Client{Timeout: 20 * time.Second}
+
+// open sends a request that answers with an event stream and returns the
+// response (closed when the test ends) and its reader. A status other
+// than 200 fails the test.
+func (e *env) open(tb testing.TB, method, path string, body []byte, header ...string) (*http.Response, *sseReader) {
+	tb.Helper()
+	req, err := http.NewRequest(method, e.url+path, bytes.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		tb.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	return resp, &sseReader{bufio.NewReader(resp.Body)}
+}
+
+// rest reads events until the stream ends.
+func (s *sseReader) rest(tb testing.TB) []sseEvent {
+	tb.Helper()
+	var evs []sseEvent
+	for {
+		ev, ok := s.next(tb)
+		if !ok {
+			return evs
+		}
+		evs = append(evs, ev)
+	}
+}
+
+// until reads events up to and including the first named name.
+func (s *sseReader) until(tb testing.TB, name string) []sseEvent {
+	tb.Helper()
+	var evs []sseEvent
+	for {
+		ev, ok := s.next(tb)
+		if !ok {
+			tb.Fatalf("stream ended before %s; got %s", name, eventNames(evs))
+		}
+		evs = append(evs, ev)
+		if ev.Event == name {
+			return evs
+		}
+	}
+}
+
+// eventNames lists the events' names, for messages.
+func eventNames(evs []sseEvent) string {
+	var s []string
+	for _, ev := range evs {
+		s = append(s, ev.Event)
+	}
+	return strings.Join(s, ",")
+}
+
+// endMessage returns the message of a message-end event.
+func endMessage(tb testing.TB, ev sseEvent) agent.Message {
+	tb.Helper()
+	if ev.Event != "message-end" {
+		tb.Fatalf("event %s, want message-end", ev.Event)
+	}
+	b, _ := json.Marshal(ev.Data["message"])
+	var m agent.Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+// script is a provider whose answers a test scripts in Go: reply gets
+// the call's number (from 1) and request and returns the events, and may
+// block (honouring ctx). It records the requests.
+type script struct {
+	reply func(ctx context.Context, n int, req *agent.Request) []agent.Event
+
+	mu   sync.Mutex
+	reqs []*agent.Request
+}
+
+func (p *script) Name() string { return "script" }
+
+func (p *script) Stream(ctx context.Context, req *agent.Request) iter.Seq[agent.Event] {
+	return func(yield func(agent.Event) bool) {
+		p.mu.Lock()
+		cp := *req
+		cp.Messages = append([]agent.Message(nil), req.Messages...)
+		p.reqs = append(p.reqs, &cp)
+		n := len(p.reqs)
+		p.mu.Unlock()
+		for _, ev := range p.reply(ctx, n, &cp) {
+			if !yield(ev) {
+				return
+			}
+		}
+	}
+}
+
+// requests returns the requests so far.
+func (p *script) requests() []*agent.Request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*agent.Request(nil), p.reqs...)
+}
+
+// Events for scripts.
+func textEv(s string) agent.Event { return agent.Event{Type: agent.EventText, Text: s} }
+
+func callEv(i int, id, name, input string) agent.Event {
+	return agent.Event{Type: agent.EventToolCall, ToolCall: &agent.ToolCall{Index: i, ID: id, Name: name, Input: input}}
+}
+
+func doneEv(reason string) agent.Event {
+	return agent.Event{Type: agent.EventDone, FinishReason: reason}
+}
+
+func usageEv(in, out int64) agent.Event {
+	return agent.Event{Type: agent.EventUsage, Usage: &agent.Usage{InputTokens: in, OutputTokens: out}}
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cairn-dev/cairn"
 )
@@ -192,7 +193,7 @@ func (s *session) generate(w http.ResponseWriter, r *http.Request, a *Agent, tex
 	}
 	s.mu.Unlock()
 	user := &Message{ID: newID(), Role: User, Parts: []Part{{Type: PartText, Text: text}},
-		CreatedAt: s.st.Now(), Status: status}
+		CreatedAt: s.now(), Status: status}
 	if err := s.store.insert(user); err != nil {
 		cairn.WriteError(w, err)
 		return
@@ -215,6 +216,10 @@ func (s *session) generate(w http.ResponseWriter, r *http.Request, a *Agent, tex
 	g := &generation{s: s, a: a, w: w, user: user, out: out}
 	g.run(r)
 }
+
+// now returns the time for a new message: UTC, in the milliseconds it is
+// stored in, so that a message reads the same before and after storage.
+func (s *session) now() time.Time { return s.st.Now().UTC().Truncate(time.Millisecond) }
 
 // errShutdown ends a wait for the generation guard when the runtime closes.
 var errShutdown = cairn.Errorf(cairn.Unavailable, "the server is shutting down")
@@ -414,7 +419,7 @@ func (g *generation) run(r *http.Request) {
 		cairn.WriteError(g.w, err)
 		return
 	}
-	g.msg = &Message{ID: newID(), Role: Assistant, Parts: []Part{}, CreatedAt: s.st.Now(), Status: Streaming, Model: a.Model}
+	g.msg = &Message{ID: newID(), Role: Assistant, Parts: []Part{}, CreatedAt: s.now(), Status: Streaming, Model: a.Model}
 	if err := s.store.insert(g.msg); err != nil {
 		cairn.WriteError(g.w, err)
 		return

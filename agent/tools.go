@@ -162,6 +162,9 @@ func (g *generation) dispatch(ctx context.Context, call Part, tb *toolbox) Part 
 	}
 	out, err := callTool(ctx, t, json.RawMessage(in))
 	if err != nil {
+		if ctx.Err() != nil && isContextError(err) {
+			return errorResult(call, "the tool call was stopped: "+stopText(ctx))
+		}
 		return errorResult(call, err.Error())
 	}
 	return Part{Type: PartToolResult, ToolCallID: call.ToolCallID, ToolName: call.ToolName, Output: out}

@@ -21,6 +21,8 @@ type AgentConfig struct {
 	System     string   `json:"system"`
 	MaxHistory int      `json:"max_history"`
 	Timeout    Duration `json:"timeout"`
+
+	MCPServers []MCPServerConfig `json:"mcp_servers"` // the agent's MCP servers: see mcp.go
 }
 
 // defaultModel is the model of the default agent when OPENAI_BASE_URL or
@@ -45,6 +47,9 @@ func (m *Main) agentService(cfg Config) (*agent.Service, error) {
 			a.Provider = openai.New(openai.Config{BaseURL: ac.BaseURL, APIKey: key})
 		default:
 			return nil, fmt.Errorf("agent %q: unknown provider %q (want echo or openai)", ac.Name, ac.Provider)
+		}
+		if err := m.addMCPToolsets(&a, cfg, ac); err != nil {
+			return nil, err
 		}
 		agents = append(agents, a)
 	}
