@@ -397,7 +397,13 @@ func TestConsoleInChromium(t *testing.T) {
 		s := startServer(t, "")
 		s.do(t, "PUT", "/v1/objects/kv/open/k", []byte("v"), 200)
 		runScript(t, node, modules, chromium, shots, s, "open", func(ask string) error {
-			return fmt.Errorf("unknown question %q", ask)
+			if ask != "open-kv-edited" {
+				return fmt.Errorf("unknown question %q", ask)
+			}
+			if _, b := s.do(t, "GET", "/v1/objects/kv/open/k", nil, 200); string(b) != "edited with auth off" {
+				return fmt.Errorf("k is %q over the API", b)
+			}
+			return nil
 		})
 	})
 }

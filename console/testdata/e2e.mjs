@@ -427,6 +427,12 @@ try {
     assert(await page.getByRole('button', { name: 'Sign out' }).isHidden(), 'no sign-out without auth');
     await go(page, '#/objects/kv/o/open', 'open');
     await page.locator('table.kv code.kv-key', { hasText: 'k' }).waitFor();
+    // A write from the page passes the loopback guard (same origin).
+    await page.getByRole('button', { name: 'Edit k' }).click();
+    await page.getByLabel('Value (text)').fill('edited with auth off');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.locator('table.kv .kv-value', { hasText: 'edited with auth off' }).waitFor();
+    await ask('open-kv-edited');
   }
   for (const u of requests) {
     if (SECRET && u.includes(SECRET)) problems.push('the token is in a URL: ' + u);
