@@ -90,7 +90,7 @@ async function newPage(viewport) {
     const allowed =
       (s === 401 && p === '/v1/admin/stats') || // before sign-in, and the wrong token
       (s === 400 && p.endsWith('/sql')) || // the SQL error, on purpose
-      (s === 404 && /\/(state|schedules|approvals)$/.test(p)) || // agent panels not in this API yet
+      ((s === 404 || s === 405) && /\/(state|schedules|approvals)$/.test(p)) || // agent panels not in this API yet
       (s === 404 && /^\/v1\/admin\/objects\/[^/]+\/[^/]+$/.test(p)); // an object with no storage yet
     if (!allowed) problems.push(`${r.request().method()} ${p} answered ${s}`);
   });
@@ -322,9 +322,15 @@ async function agents(page) {
   assert(user === text, 'the user message is shown as text');
   await notPwned(page, 'chat');
   await ask('chat-done');
-  // The placeholders for state, schedules and approvals stay hidden while
-  // the API lacks them.
-  assert(await page.locator('[data-placeholder]:not([hidden])').count() === 0, 'no placeholder panel is shown');
+  // The panels for state, schedules and approvals show when the session
+  // API has their route, and stay hidden while it does not.
+  for (const name of ['state', 'schedules', 'approvals']) {
+    const r = await fetch(`${BASE}v1/agents/slow/e2e-chat/${name}`, { headers: SECRET ? { Authorization: 'Bearer ' + SECRET } : {} });
+    const panel = page.locator(`[data-extra="${name}"]`);
+    if (r.ok) await panel.waitFor({ state: 'visible' });
+    else assert(await panel.isHidden(), `the ${name} panel is hidden (the route answers ${r.status})`);
+    log(`  ${name} panel: route ${r.status}, ${r.ok ? 'shown' : 'hidden'}`);
+  }
   await shot(page, '4-agent-chat', 'Agent session slow/e2e-chat after a streamed reply (reasoning, text)');
 
   // A 100,000-message transcript: the newest page first, older pages as

@@ -76,7 +76,8 @@ function renderPart(p) {
     case 'tool-call':
       return h('div', { class: 'part part-tool' },
         h('div', { class: 'part-head' }, 'Tool call ', h('code', null, p.toolName ?? ''), p.toolCallId ? h('span', { class: 'muted' }, ' ' + p.toolCallId) : null),
-        h('pre', null, jsonText(p.input)));
+        h('pre', null, jsonText(p.input)),
+        p.approval ? approvalLine(p.approval) : null);
     case 'tool-result':
       return h('div', { class: 'part part-tool' + (p.isError ? ' part-error' : '') },
         h('div', { class: 'part-head' }, p.isError ? 'Tool error ' : 'Tool result ', h('code', null, p.toolName ?? ''), p.toolCallId ? h('span', { class: 'muted' }, ' ' + p.toolCallId) : null),
@@ -84,6 +85,13 @@ function renderPart(p) {
     default:
       return h('div', { class: 'part' }, h('div', { class: 'part-head muted' }, 'Part ', h('code', null, String(p.type))), h('pre', null, pretty(p)));
   }
+}
+
+function approvalLine(a) {
+  if (a.approved === undefined || a.approved === null) {
+    return h('p', { class: 'approval status-pending' }, 'Approval pending; denied ', timeEl(a.deadline), ' if nobody decides.');
+  }
+  return h('p', { class: 'approval ' + (a.approved ? 'status-complete' : 'status-error') }, a.approved ? 'Approved' : 'Denied', a.reason ? ': ' + a.reason : '');
 }
 
 function messageHead(m) {
@@ -301,11 +309,24 @@ function probeExtras(base, extras, ctx) {
       try {
         const v = await api(`${base}/${name}`, { signal: ctx.signal });
         panel.hidden = false;
-        body.replaceChildren(h('pre', null, pretty(v)));
+        body.replaceChildren(renderExtra(name, v));
       } catch (e) {
         if (e instanceof APIError && (e.status === 404 || e.status === 405)) { shown = false; panel.hidden = true; return; }
         throw e;
       }
     });
   }
+}
+
+/** renderExtra shows what a placeholder route answered: known shapes as such, anything else as JSON. */
+function renderExtra(name, v) {
+  if (name === 'state' && v && 'state' in v) {
+    return h('div', null, h('p', { class: 'muted' }, 'Version ', fmtNum(v.version)), h('pre', null, pretty(v.state)));
+  }
+  if (name === 'schedules' && v && Array.isArray(v.schedules)) {
+    if (!v.schedules.length) return h('p', { class: 'muted' }, 'No schedules.');
+    return table({ text: 'Schedules', hidden: true }, ['ID', 'Next', 'When', 'Runs'],
+      v.schedules.map((x) => [h('code', null, x.id), timeEl(x.time), x.cron || x.type || '', fmtNum(x.runs)]));
+  }
+  return h('pre', null, pretty(v));
 }
