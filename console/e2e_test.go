@@ -52,19 +52,37 @@ func (slowProvider) Stream(ctx context.Context, req *agent.Request) iter.Seq[age
 				last = m.Text()
 			}
 		}
+		sleep := func() bool {
+			select {
+			case <-ctx.Done():
+				yield(agent.Event{Type: agent.EventError, Err: cairn.Errorf(cairn.Unavailable, "slow: %v", ctx.Err())})
+				return false
+			case <-time.After(120 * time.Millisecond):
+				return true
+			}
+		}
+		// Asked to, it calls the tool "lookup" in its first round (the
+		// reply so far is the last message in later rounds).
+		firstRound := len(req.Messages) == 0 || req.Messages[len(req.Messages)-1].Role != agent.Assistant
+		if firstRound && strings.Contains(last, "[tool]") {
+			for _, piece := range []string{`{"q":`, `"weather"}`} {
+				if !sleep() || !yield(agent.Event{Type: agent.EventToolCallDelta, ToolCall: &agent.ToolCall{Index: 0, ID: "call_1", Name: "lookup", Input: piece}}) {
+					return
+				}
+			}
+			if !yield(agent.Event{Type: agent.EventToolCall, ToolCall: &agent.ToolCall{ID: "call_1", Name: "lookup", Input: `{"q":"weather"}`}}) {
+				return
+			}
+			yield(agent.Event{Type: agent.EventDone, FinishReason: "tool_calls"})
+			return
+		}
 		if !yield(agent.Event{Type: agent.EventReasoning, Text: "Considering the question."}) {
 			return
 		}
 		words := strings.SplitAfter("this is a slow reply, streamed one word at a time, to: ", " ")
 		words = append(words, last)
 		for _, w := range words {
-			select {
-			case <-ctx.Done():
-				yield(agent.Event{Type: agent.EventError, Err: cairn.Errorf(cairn.Unavailable, "slow: %v", ctx.Err())})
-				return
-			case <-time.After(120 * time.Millisecond):
-			}
-			if !yield(agent.Event{Type: agent.EventText, Text: w}) {
+			if !sleep() || !yield(agent.Event{Type: agent.EventText, Text: w}) {
 				return
 			}
 		}
@@ -98,7 +116,12 @@ func startServer(tb testing.TB, secret string) *testServer {
 			}
 		}
 	}
-	svc, err := agent.NewService(agent.Agent{Name: agent.DefaultAgent}, agent.Agent{Name: "slow", Provider: slowProvider{}, Model: "slow-1"})
+	lookup := agent.Tool{Name: "lookup", Description: "Looks something up.",
+		Call: func(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
+			return json.RawMessage(`{"found":"<b>sunny</b>"}`), nil
+		}}
+	svc, err := agent.NewService(agent.Agent{Name: agent.DefaultAgent},
+		agent.Agent{Name: "slow", Provider: slowProvider{}, Model: "slow-1", Tools: []agent.Tool{lookup}})
 	if err != nil {
 		tb.Fatal(err)
 	}

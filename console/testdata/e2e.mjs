@@ -331,7 +331,20 @@ async function agents(page) {
     else assert(await panel.isHidden(), `the ${name} panel is hidden (the route answers ${r.status})`);
     log(`  ${name} panel: route ${r.status}, ${r.ok ? 'shown' : 'hidden'}`);
   }
-  await shot(page, '4-agent-chat', 'Agent session slow/e2e-chat after a streamed reply (reasoning, text)');
+
+  // A reply that calls a tool: the call and its result show up live, then
+  // the stored message holds both.
+  await page.getByLabel('Message').fill('[tool] what is the weather?');
+  await page.getByLabel('Message').press('Enter');
+  await page.locator('li.msg.role-assistant[data-status="streaming"] .part-tool').first().waitFor({ timeout: 10000 });
+  const withTool = page.locator('li.msg.role-assistant[data-status="complete"]').nth(1);
+  await withTool.waitFor({ timeout: 20000 });
+  const heads = await withTool.locator('.part-tool .part-head').allTextContents();
+  assert(heads.some((x) => x.startsWith('Tool call lookup')) && heads.some((x) => x.startsWith('Tool result lookup')), 'the tool call and its result: ' + heads);
+  const out = await withTool.locator('.part-tool pre').last().textContent();
+  assert(out.includes('"found": "<b>sunny</b>"'), 'the tool result is shown as text: ' + out);
+  await notPwned(page, 'tool result');
+  await shot(page, '4-agent-chat', 'Agent session slow/e2e-chat: a streamed reply (reasoning, text), then one with a tool call and its result');
 
   // A 100,000-message transcript: the newest page first, older pages as
   // the user scrolls up; the DOM holds what was loaded, not the session.

@@ -141,7 +141,31 @@ class Live {
       this.cur = null;
     }
     if (d.toolName) t.name.textContent = d.toolName;
+    if (d.toolCallId) t.id = d.toolCallId;
     if (d.inputDelta) t.input.appendData(d.inputDelta);
+  }
+
+  /** toolCall shows a whole call: over its deltas if they came, else anew. */
+  toolCall(d) {
+    const t = [...this.tools.values()].find((x) => x.id === d.toolCallId);
+    if (t) {
+      t.name.textContent = d.toolName ?? '';
+      t.input.data = jsonText(d.input);
+      return;
+    }
+    this.body.append(renderPart({ type: 'tool-call', toolCallId: d.toolCallId, toolName: d.toolName, input: d.input }));
+    this.cur = null;
+  }
+
+  toolResult(d) {
+    this.body.append(renderPart({ type: 'tool-result', toolCallId: d.toolCallId, toolName: d.toolName, output: d.output, isError: d.isError }));
+    this.cur = null;
+  }
+
+  /** step starts a model round: its text is a new part, its calls new calls. */
+  step() {
+    this.cur = null;
+    this.tools.clear();
   }
 }
 
@@ -258,6 +282,15 @@ async function sessionPage(ctx, agent, session) {
             break;
           case 'tool-call-delta':
             live?.toolDelta(d);
+            break;
+          case 'tool-call':
+            live?.toolCall(d);
+            break;
+          case 'tool-result':
+            live?.toolResult(d);
+            break;
+          case 'step-start':
+            live?.step();
             break;
           case 'message-end': {
             const done = renderMessage(d.message);
