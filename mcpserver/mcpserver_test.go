@@ -127,6 +127,18 @@ func callTool(tb testing.TB, cs *mcp.ClientSession, name string, args, res any) 
 	return ""
 }
 
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestMCPEndpoint(t *testing.T) {
 	url := serve(t)
 	cs, err := connect(t, url, adminSecret)
@@ -207,6 +219,21 @@ func TestMCPEndpoint(t *testing.T) {
 		if e := callTool(t, cs, "lock_acquire", map[string]any{"lock": "reports", "owner": "w1"}, nil); e == "" {
 			t.Error("lock_acquire without ttl_ms succeeded")
 		}
+
+		// A waiter whose client gives up leaves the line.
+		callTool(t, cs, "lock_acquire", map[string]any{"lock": "busy", "owner": "w1", "ttl_ms": 60000}, &g)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "lock_acquire",
+			Arguments: map[string]any{"lock": "busy", "owner": "w2", "ttl_ms": 60000, "wait_ms": 60000}})
+		if err == nil {
+			t.Fatal("lock_acquire with a wait returned before its client gave up")
+		}
+		waitFor(t, "the waiter to leave", func() bool {
+			info := coord.LockInfo{}
+			callTool(t, cs, "lock_inspect", map[string]any{"lock": "busy"}, &info)
+			return len(info.Waiters) == 0
+		})
 	})
 
 	t.Run("leader", func(t *testing.T) {
