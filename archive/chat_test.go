@@ -391,14 +391,21 @@ func (g *chat) message(role string) chatMessage {
 // line, until at least n bytes.
 func (g *chat) jsonl(n int) []byte {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
 	if g.r.IntN(10) == 0 {
-		enc.Encode(g.message("system"))
+		json.NewEncoder(&buf).Encode(g.message("system"))
 	}
 	for buf.Len() < n {
-		enc.Encode(g.message("user"))
-		enc.Encode(g.message("assistant"))
+		buf.Write(g.exchange())
 	}
+	return buf.Bytes()
+}
+
+// exchange returns a question and its answer, as two lines of JSONL.
+func (g *chat) exchange() []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.Encode(g.message("user"))
+	enc.Encode(g.message("assistant"))
 	return buf.Bytes()
 }
 

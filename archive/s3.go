@@ -62,6 +62,7 @@ type S3Config struct {
 // that follow S3 there).
 type S3 struct {
 	client *minio.Client
+	core   minio.Core // the same client, for single-request GETs
 	bucket string
 	prefix string // "" or Prefix+"/"
 }
@@ -112,7 +113,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, cairn.Errorf(cairn.Invalid, "archive s3: %s", err.Error())
 	}
-	s := &S3{client: client, bucket: cfg.Bucket}
+	s := &S3{client: client, core: minio.Core{Client: client}, bucket: cfg.Bucket}
 	if cfg.Prefix != "" {
 		s.prefix = cfg.Prefix + "/"
 	}
@@ -230,20 +231,19 @@ func (s *S3) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("archive get %s: %w", key, err)
 	}
-	obj, err := s.client.GetObject(ctx, s.bucket, s.prefix+key, minio.GetObjectOptions{})
+	// One GET, so that the bytes and the size are of one version of the
+	// blob even while a Put replaces it (minio-go's Object would send
+	// more requests and fail with PreconditionFailed then).
+	body, info, _, err := s.core.GetObject(ctx, s.bucket, s.prefix+key, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, s.getError(ctx, key, err)
 	}
-	defer obj.Close()
-	info, err := obj.Stat()
-	if err != nil {
-		return nil, s.getError(ctx, key, err)
-	}
-	if info.Size > MaxBlob {
-		return nil, fmt.Errorf("archive get %s: object has %d bytes, more than %d", key, info.Size, MaxBlob)
+	defer body.Close()
+	if info.Size < 0 || info.Size > MaxBlob {
+		return nil, fmt.Errorf("archive get %s: object has %d bytes, want 0 to %d", key, info.Size, MaxBlob)
 	}
 	data := make([]byte, info.Size)
-	if _, err := io.ReadFull(obj, data); err != nil {
+	if _, err := io.ReadFull(body, data); err != nil {
 		return nil, s.getError(ctx, key, err)
 	}
 	return data, nil

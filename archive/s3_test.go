@@ -2,6 +2,8 @@ package archive_test
 
 import (
 	"context"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +97,17 @@ func TestS3Prefix(t *testing.T) {
 		if err != nil || len(keys) != 1 {
 			t.Fatalf("List = %q, %v; want one key", keys, err)
 		}
+	}
+}
+
+// TestSeaweedFSVersion checks that the setup script builds the version
+// the tests expect.
+func TestSeaweedFSVersion(t *testing.T) {
+	script, err := os.ReadFile("../.ci/setup.d/30-seaweedfs.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `version="` + archivetest.SeaweedFSVersion + `"`; !strings.Contains(string(script), want) {
+		t.Fatalf("30-seaweedfs.sh does not set %s", want)
 	}
 }

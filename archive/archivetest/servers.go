@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -62,7 +61,7 @@ func S3Store(tb testing.TB, endpoint string) *archive.S3 {
 }
 
 // SeaweedFSVersion is the version of SeaweedFS that
-// .ci/setup.d/30-seaweedfs.sh builds.
+// .ci/setup.d/30-seaweedfs.sh builds (a test checks that they agree).
 const SeaweedFSVersion = "v0.0.0-20261109003541-7506e5f91cd6"
 
 // SeaweedFSBinary returns the weed binary that .ci/setup.d/30-seaweedfs.sh
@@ -83,14 +82,15 @@ func SeaweedFSBinary(tb testing.TB) string {
 // SeaweedFS starts a SeaweedFS server (master, volume, filer and S3
 // gateway in one process, data in a temporary directory, every port a free
 // loopback port) for the life of tb and returns the S3 endpoint URL, once
-// the gateway answers. It accepts any credentials. Without the binary the
+// the gateway takes a write (about 10 s: the master waits two heartbeats
+// before it allocates the first volume) and Bucket exists. It accepts any credentials. Without the binary the
 // test ends (see SeaweedFSBinary). At cleanup the server gets SIGTERM, and
 // SIGKILL if it has not exited 30 s later.
 func SeaweedFS(tb testing.TB) string {
 	tb.Helper()
 	bin := SeaweedFSBinary(tb)
 	dir := tb.TempDir()
-	ports := freePorts(tb, 9)
+	ports := freePorts(tb, 8)
 	p := func(i int) string { return strconv.Itoa(ports[i]) }
 	logf, err := os.Create(filepath.Join(dir, "weed.log"))
 	if err != nil {
@@ -109,8 +109,11 @@ func SeaweedFS(tb testing.TB) string {
 		"-volume.max=16",
 		"-volume.preStopSeconds=0",
 		"-filer", "-filer.port="+p(4), "-filer.port.grpc="+p(5),
+		"-filer.localSocket="+filepath.Join(dir, "filer.sock"),
 		"-s3", "-s3.port="+p(6), "-s3.port.grpc="+p(7),
-		"-s3.port.iceberg="+p(8),
+		"-s3.localSocket="+filepath.Join(dir, "s3.sock"),
+		"-s3.port.iceberg=0", "-s3.port.lance=0",
+		"-master.telemetry=false",
 	)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
@@ -137,7 +140,9 @@ func SeaweedFS(tb testing.TB) string {
 	})
 	endpoint := "http://127.0.0.1:" + p(6)
 	started := time.Now()
-	deadline := started.Add(60 * time.Second)
+	deadline := started.Add(90 * time.Second)
+	// The gateway answers before the volume server has joined the
+	// master; writes work once it has.
 	for {
 		select {
 		case err := <-exited:
@@ -145,34 +150,39 @@ func SeaweedFS(tb testing.TB) string {
 			tb.Fatalf("weed exited while starting: %v", err)
 		default:
 		}
-		if s3Answers(endpoint) {
+		err := probe(endpoint)
+		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
 			showLog(tb, filepath.Join(dir, "weed.log"))
-			tb.Fatalf("SeaweedFS S3 gateway at %s did not answer within 60 s", endpoint)
+			tb.Fatalf("SeaweedFS S3 gateway at %s did not take a write within 90 s: %v", endpoint, err)
 		}
-		time.Sleep(100 * time.Millisecond) // polling a subprocess; nothing to wait on
+		time.Sleep(200 * time.Millisecond) // polling a subprocess; nothing to wait on
 	}
-	tb.Logf("SeaweedFS S3 gateway answered at %s after %v", endpoint, time.Since(started).Round(time.Millisecond))
+	tb.Logf("SeaweedFS S3 gateway took a write at %s after %v", endpoint, time.Since(started).Round(time.Millisecond))
 	return endpoint
 }
 
-// s3Answers reports whether an S3 server answers at endpoint: any HTTP
-// answer to a bucket listing, even an error, means the gateway is up.
-func s3Answers(endpoint string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+// probe creates Bucket on the server at endpoint if needed, and writes,
+// reads and deletes a blob.
+func probe(endpoint string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/", nil)
+	s, err := archive.NewS3(ctx, archive.S3Config{
+		Endpoint: endpoint, Bucket: Bucket, Prefix: "probe", Region: "us-east-1",
+		AccessKey: "cairn", SecretKey: "cairn-secret", PathStyle: true, CreateBucket: true,
+	})
 	if err != nil {
-		return false
+		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
+	if err := s.Put(ctx, "p", []byte("probe")); err != nil {
+		return err
 	}
-	resp.Body.Close()
-	return resp.StatusCode < 500
+	if _, err := s.Get(ctx, "p"); err != nil {
+		return err
+	}
+	return s.Delete(ctx, "p")
 }
 
 func showLog(tb testing.TB, path string) {
