@@ -51,7 +51,7 @@ func (s *session) completions(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	out := &chatSink{stream: in.Stream, usage: in.StreamOptions != nil && in.StreamOptions.IncludeUsage}
-	s.generate(w, r, a, text, out)
+	s.generate(w, r, a, text, s.socketSink(out, "", nil, nil))
 }
 
 // decodeChat reads a chat completions request and returns the text of
@@ -167,6 +167,9 @@ func (c *chatSink) end(g *generation, _ *streamEvent) {
 	case Complete:
 	case Cancelled:
 		c.fail(g, cairn.Errorf(cairn.Conflict, "%s", m.Error))
+		return
+	case AwaitingApproval:
+		c.fail(g, cairn.Errorf(cairn.Conflict, "reply %s awaits a person's approval of a tool call: see GET and POST /approvals", m.ID))
 		return
 	default:
 		c.fail(g, cairn.Errorf(cairn.Unavailable, "%s", m.Error))

@@ -36,6 +36,10 @@ const (
 	Streaming Status = "streaming"
 	Failed    Status = "error"
 	Cancelled Status = "cancelled"
+	// AwaitingApproval is an assistant message whose tool loop is parked
+	// until a person approves or denies one of its tool calls (see
+	// Tool.NeedsApproval); it goes on streaming once they all are.
+	AwaitingApproval Status = "awaiting-approval"
 )
 
 // The types of message parts.
@@ -64,7 +68,24 @@ type Part struct {
 	Input      json.RawMessage `json:"input,omitempty"`
 	Output     json.RawMessage `json:"output,omitempty"`
 	IsError    bool            `json:"isError,omitempty"` // a tool result that is an error
+	// Approval is set on the tool-call part of a call that needs a
+	// person's approval: requested, then approved or denied.
+	Approval *Approval `json:"approval,omitempty"`
 }
+
+// Approval is the approval of one tool call by a person. It is requested
+// when the model calls a tool that needs it (Tool.NeedsApproval), and
+// decided by POST /approvals/{toolCallId}, the WebSocket message
+// cf_agent_tool_approval, or the agent's ApprovalTimeout (denied).
+type Approval struct {
+	ID       string    `json:"id"`                 // the tool call's ID
+	Approved *bool     `json:"approved,omitempty"` // nil while it awaits a decision
+	Reason   string    `json:"reason,omitempty"`   // why, if the decider said, or the deadline passed
+	Deadline time.Time `json:"deadline"`           // when it is denied if nobody decides
+}
+
+// Pending reports whether the approval awaits a decision.
+func (a *Approval) Pending() bool { return a != nil && a.Approved == nil }
 
 // Step is one model round of an assistant message: what the model said
 // (text, reasoning, tool calls) and the results of its tool calls.

@@ -34,6 +34,7 @@ const replayPiece = 64 << 10
 // streamEvent is one event of a reply's stream.
 type streamEvent struct {
 	name string
+	pos  int64
 	id   string // "{messageId}:{position}"
 	data map[string]any
 	enc  []byte
@@ -44,7 +45,7 @@ func newEvent(msgID string, pos int64, name string, data map[string]any) *stream
 	if _, ok := data["messageId"]; !ok {
 		data["messageId"] = msgID
 	}
-	return &streamEvent{name: name, id: msgID + ":" + strconv.FormatInt(pos, 10), data: data}
+	return &streamEvent{name: name, pos: pos, id: msgID + ":" + strconv.FormatInt(pos, 10), data: data}
 }
 
 // sse returns the event as Server-Sent Event text. Only the goroutine that
@@ -98,20 +99,33 @@ func (rp *reply) replay(after int64, emit func(*streamEvent)) error {
 			emit(newEvent(rp.msgID, pos, name, data))
 		}
 	}
+	// A reply parked for approvals has its last round open: it ends
+	// when the approvals are answered (see approval.go).
+	parked := rp.final != nil && rp.final.Status == AwaitingApproval
 	steps := Steps(rp.parts)
 	rounds := max(rp.rounds, len(steps))
 	for r := range rounds {
 		unit("step-start", map[string]any{"step": r + 1})
 		if r < len(steps) {
-			for _, list := range [][]Part{steps[r].Parts, steps[r].Results} {
-				for _, p := range list {
-					if err := rp.replayPart(p, &pos, after, unit, emit); err != nil {
-						return err
-					}
+			for _, p := range steps[r].Parts {
+				if err := rp.replayPart(p, &pos, after, unit, emit); err != nil {
+					return err
+				}
+			}
+			// Approval requests come after the round's calls, before
+			// any result, as runCalls makes them.
+			for _, p := range steps[r].Parts {
+				if p.Type == PartToolCall && p.Approval != nil {
+					unit("tool-approval-request", approvalData(p))
+				}
+			}
+			for _, p := range steps[r].Results {
+				if err := rp.replayPart(p, &pos, after, unit, emit); err != nil {
+					return err
 				}
 			}
 		}
-		if r < rounds-1 || !rp.open {
+		if r < rounds-1 || !(rp.open || parked) {
 			unit("step-end", map[string]any{"step": r + 1})
 		}
 	}
@@ -119,6 +133,13 @@ func (rp *reply) replay(after int64, emit func(*streamEvent)) error {
 		if after > pos {
 			return errPosition(rp.msgID, after)
 		}
+		return nil
+	}
+	if parked {
+		// The reply goes on once its approvals are decided: its
+		// message-end takes no unit, so that the events of the
+		// continuation follow it without a gap.
+		emit(newEvent(rp.msgID, pos, "message-end", map[string]any{"message": rp.final}))
 		return nil
 	}
 	if after <= pos || after > pos+1 {
@@ -168,7 +189,11 @@ func toolCallData(p Part) map[string]any {
 }
 
 func toolResultData(p Part) map[string]any {
-	return map[string]any{"toolCallId": p.ToolCallID, "toolName": p.ToolName, "output": p.Output, "isError": p.IsError}
+	d := map[string]any{"toolCallId": p.ToolCallID, "toolName": p.ToolName, "output": p.Output, "isError": p.IsError}
+	if p.Approval != nil && p.Approval.Approved != nil && !*p.Approval.Approved {
+		d["denied"] = true // the result of a call a person (or the deadline) denied
+	}
+	return d
 }
 
 // subBuffer bounds the events waiting for one resumed reader; a reader
@@ -343,7 +368,11 @@ func (l *live) end(m *Message) (*streamEvent, []*subscriber) {
 	defer l.mu.Unlock()
 	l.flushLocked()
 	l.ended = true
-	ev := newEvent(l.msgID, l.pos+1, "message-end", map[string]any{"message": m})
+	pos := l.pos + 1
+	if m.Status == AwaitingApproval {
+		pos = l.pos // no unit: see reply.replay
+	}
+	ev := newEvent(l.msgID, pos, "message-end", map[string]any{"message": m})
 	subs := l.subs
 	l.subs = nil
 	return ev, subs

@@ -50,6 +50,9 @@ type Agent struct {
 	// By default the generation goes on, and a client may come back for
 	// the reply (GET /messages/{id}/stream, or the history).
 	CancelOnDisconnect bool
+	// ApprovalTimeout is how long a call of a tool that needs approval
+	// waits for a person's decision; then it is denied. Default 24 hours.
+	ApprovalTimeout time.Duration
 }
 
 // AgentInfo describes an agent in GET /v1/agents.
@@ -109,6 +112,9 @@ func NewService(agents ...Agent) (*Service, error) {
 		}
 		if a.MaxToolRounds <= 0 {
 			a.MaxToolRounds = 8
+		}
+		if a.ApprovalTimeout <= 0 {
+			a.ApprovalTimeout = 24 * time.Hour
 		}
 		if err := checkTools(a.Name, a.Tools); err != nil {
 			return nil, err

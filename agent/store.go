@@ -42,7 +42,7 @@ CREATE TABLE message_chunks (
 ) WITHOUT ROWID;
 `}, {SQL: `
 ALTER TABLE messages ADD COLUMN rounds INTEGER NOT NULL DEFAULT 0;
-`}}
+`}, sessionScheduler.Migration(), {SQL: approvalsTable}}
 
 // store reads and writes one session's messages. It must be used in the
 // object's turn.

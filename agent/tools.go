@@ -111,7 +111,20 @@ func (g *generation) toolbox(ctx context.Context) *toolbox {
 // order, each as soon as it and those before it are in. If ctx ends, the
 // calls still running are answered with an error without waiting for
 // them (a tool must honour ctx; one that does not finishes on its own).
-func (g *generation) runCalls(ctx context.Context, calls []Part, tb *toolbox) {
+//
+// Calls of tools that need a person's approval are parked first, before
+// any result (park), and not answered here: runCalls reports whether any
+// was, and the reply then waits for their decisions (approval.go).
+func (g *generation) runCalls(ctx context.Context, calls []Part, tb *toolbox) (parked bool) {
+	run := make([]Part, 0, len(calls))
+	for _, c := range calls {
+		if g.park(c, tb) {
+			parked = true
+			continue
+		}
+		run = append(run, c)
+	}
+	calls = run
 	results := make([]chan Part, len(calls))
 	for i, c := range calls {
 		ch := make(chan Part, 1)
@@ -135,6 +148,7 @@ func (g *generation) runCalls(ctx context.Context, calls []Part, tb *toolbox) {
 		}
 		g.emit(g.live.toolResult(p))
 	}
+	return parked
 }
 
 // stopText says why ctx ended, for a tool result.
@@ -153,8 +167,10 @@ func (g *generation) dispatch(ctx context.Context, call Part, tb *toolbox) Part 
 	if t == nil {
 		return errorResult(call, fmt.Sprintf("unknown tool %q", call.ToolName))
 	}
-	if t.NeedsApproval {
-		return errorResult(call, "this tool needs approval, which is not yet supported")
+	if t.NeedsApproval && !call.Approval.approved() {
+		// Calls that need approval are parked before they get here
+		// (park); this one came another way without it.
+		return errorResult(call, "this tool needs a person's approval, which the call does not have")
 	}
 	in := strings.TrimSpace(string(call.Input))
 	if !strings.HasPrefix(in, "{") || !json.Valid([]byte(in)) {
