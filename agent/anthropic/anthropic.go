@@ -109,7 +109,7 @@ func (p *Provider) Name() string { return "anthropic" }
 func (p *Provider) Stream(ctx context.Context, req *agent.Request) iter.Seq[agent.Event] {
 	return func(yield func(agent.Event) bool) {
 		params := ant.MessageNewParams{
-			Model:     ant.Model(req.Model),
+			Model:     req.Model,
 			MaxTokens: p.maxTokens,
 			Messages:  messages(req.Messages),
 			System:    system(req),

@@ -5,19 +5,21 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/agent"
+	"github.com/cairn-dev/cairn/agent/anthropic"
 	"github.com/cairn-dev/cairn/agent/openai"
 	cairnhttp "github.com/cairn-dev/cairn/http"
 )
 
 // AgentConfig is one agent in the config file's "agents" list. API keys
 // stay out of the file: APIKeyEnv names the environment variable that
-// holds one.
+// holds one (for anthropic, ANTHROPIC_API_KEY unless set).
 type AgentConfig struct {
 	Name       string   `json:"name"`
-	Provider   string   `json:"provider"` // "echo" (default) or "openai"
+	Provider   string   `json:"provider"` // "echo" (default), "openai" or "anthropic"
 	Model      string   `json:"model"`
 	BaseURL    string   `json:"base_url"`
 	APIKeyEnv  string   `json:"api_key_env"`
+	MaxTokens  int64    `json:"max_tokens"` // anthropic only: the output bound of a call (default 4096)
 	System     string   `json:"system"`
 	MaxHistory int      `json:"max_history"`
 	Timeout    Duration `json:"timeout"`
@@ -29,14 +31,23 @@ type AgentConfig struct {
 // OPENAI_API_KEY is set without CAIRN_MODEL.
 const defaultModel = "gpt-4o-mini"
 
+// defaultAnthropicModel is the model of the default agent when
+// ANTHROPIC_API_KEY is set (and no OPENAI_*) without CAIRN_MODEL.
+const defaultAnthropicModel = "claude-sonnet-4-5"
+
 // agentService builds the agent layer. The config file's agents win; with
 // none, OPENAI_BASE_URL or OPENAI_API_KEY (and CAIRN_MODEL) in the
 // environment make the "default" agent call an OpenAI-compatible server;
-// with neither, "default" is the offline echo provider.
+// failing those, ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL, CAIRN_MODEL)
+// make it call Anthropic; with none of them, "default" is the offline
+// echo provider.
 func (m *Main) agentService(cfg Config) (*agent.Service, error) {
 	var agents []agent.Agent
 	for _, ac := range cfg.Agents {
 		a := agent.Agent{Name: ac.Name, Model: ac.Model, System: ac.System, MaxHistory: ac.MaxHistory, Timeout: time.Duration(ac.Timeout)}
+		if ac.MaxTokens != 0 && ac.Provider != "anthropic" {
+			return nil, fmt.Errorf("agent %q: max_tokens is for provider anthropic only", ac.Name)
+		}
 		switch ac.Provider {
 		case "", "echo":
 		case "openai":
@@ -45,8 +56,17 @@ func (m *Main) agentService(cfg Config) (*agent.Service, error) {
 				key = m.Getenv(ac.APIKeyEnv)
 			}
 			a.Provider = openai.New(openai.Config{BaseURL: ac.BaseURL, APIKey: key})
+		case "anthropic":
+			if ac.MaxTokens < 0 {
+				return nil, fmt.Errorf("agent %q: max_tokens %d: want a positive number", ac.Name, ac.MaxTokens)
+			}
+			env := ac.APIKeyEnv
+			if env == "" {
+				env = "ANTHROPIC_API_KEY"
+			}
+			a.Provider = anthropic.New(anthropic.Config{BaseURL: ac.BaseURL, APIKey: m.Getenv(env), MaxTokens: ac.MaxTokens})
 		default:
-			return nil, fmt.Errorf("agent %q: unknown provider %q (want echo or openai)", ac.Name, ac.Provider)
+			return nil, fmt.Errorf("agent %q: unknown provider %q (want echo, openai or anthropic)", ac.Name, ac.Provider)
 		}
 		if err := m.addMCPToolsets(&a, cfg, ac); err != nil {
 			return nil, err
@@ -54,14 +74,22 @@ func (m *Main) agentService(cfg Config) (*agent.Service, error) {
 		agents = append(agents, a)
 	}
 	if len(agents) == 0 {
+		model := m.Getenv("CAIRN_MODEL")
 		base, key := m.Getenv("OPENAI_BASE_URL"), m.Getenv("OPENAI_API_KEY")
-		if base != "" || key != "" {
-			model := m.Getenv("CAIRN_MODEL")
+		antKey := m.Getenv("ANTHROPIC_API_KEY")
+		switch {
+		case base != "" || key != "":
 			if model == "" {
 				model = defaultModel
 			}
 			agents = append(agents, agent.Agent{Name: agent.DefaultAgent, Model: model,
 				Provider: openai.New(openai.Config{BaseURL: base, APIKey: key})})
+		case antKey != "":
+			if model == "" {
+				model = defaultAnthropicModel
+			}
+			agents = append(agents, agent.Agent{Name: agent.DefaultAgent, Model: model,
+				Provider: anthropic.New(anthropic.Config{BaseURL: m.Getenv("ANTHROPIC_BASE_URL"), APIKey: antKey})})
 		}
 	}
 	svc, err := agent.NewService(agents...)
