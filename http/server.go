@@ -142,7 +142,7 @@ func (s *Server) Handler() http.Handler {
 	handle("/v1/objects/{ns}/{name}/{path...}", "fetch", s.object(s.fetch))
 	s.adminRoutes(handle)
 	for _, rt := range s.Routes {
-		h := rt.Handler.ServeHTTP
+		h := s.upgrading(rt.Handler.ServeHTTP)
 		switch {
 		case rt.Namespace != "":
 			h = s.scoped(rt.Namespace, h)
@@ -280,6 +280,12 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*Token, b
 	h := r.Header.Get("Authorization")
 	scheme, secret, ok := strings.Cut(h, " ")
 	secret = strings.TrimSpace(secret)
+	if h == "" && isWebSocket(r) {
+		// Browsers cannot set headers on a WebSocket: the token may
+		// come as a subprotocol instead (see subprotocolToken).
+		secret, ok = subprotocolToken(r)
+		scheme = "Bearer"
+	}
 	if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cairn"`)
 		writeErrorCode(w, http.StatusUnauthorized, "unauthorized", "missing bearer token")

@@ -2,6 +2,7 @@ package http
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -14,6 +15,59 @@ import (
 func isWebSocket(r *http.Request) bool {
 	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
 		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+// Subprotocol is the WebSocket subprotocol the server selects when a
+// client offers it. A browser, which cannot send an Authorization header
+// on a WebSocket, offers it together with its token as TokenSubprotocol
+// returns it: new WebSocket(url, ["cairn", "cairn.bearer." + base64url(token)]).
+// The token is never selected, so it is not echoed back.
+const Subprotocol = "cairn"
+
+// tokenPrefix starts the subprotocol that carries a bearer token.
+const tokenPrefix = "cairn.bearer."
+
+// TokenSubprotocol returns the subprotocol that carries the bearer token
+// secret: "cairn.bearer." and the secret in unpadded base64url, so that
+// any secret fits the characters a subprotocol may hold.
+func TokenSubprotocol(secret string) string {
+	return tokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(secret))
+}
+
+// subprotocolToken returns the bearer token a WebSocket upgrade request
+// carries as a subprotocol, if it does.
+func subprotocolToken(r *http.Request) (string, bool) {
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			enc, ok := strings.CutPrefix(strings.TrimSpace(p), tokenPrefix)
+			if !ok {
+				continue
+			}
+			b, err := base64.RawURLEncoding.DecodeString(enc)
+			if err != nil || len(b) == 0 {
+				return "", false
+			}
+			return string(b), true
+		}
+	}
+	return "", false
+}
+
+// upgrading lets an extra route's handler accept WebSockets: an upgrade
+// request gets an upgrader in its context, as the object routes' do, and
+// the socket's read loop runs once the handler returns.
+func (s *Server) upgrading(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !isWebSocket(r) {
+			h(w, r)
+			return
+		}
+		up := &upgrader{s: s, w: w, r: r}
+		h(w, r.WithContext(cairn.WithUpgrader(r.Context(), up)))
+		if up.conn != nil {
+			up.serve()
+		}
+	}
 }
 
 // upgrader completes the handshake of a socket an object accepted, and then
@@ -32,6 +86,7 @@ func (u *upgrader) Upgrade(ws *cairn.WebSocket) (cairn.SocketConn, error) {
 		// Browsers from other origins are refused unless they carry a
 		// token; requests are authenticated before reaching here.
 		InsecureSkipVerify: len(u.s.hashes) > 0,
+		Subprotocols:       []string{Subprotocol},
 	})
 	if err != nil {
 		return nil, cairn.Errorf(cairn.Invalid, "websocket handshake: %v", err)
