@@ -307,6 +307,7 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	srv.Logger = logger
 	srv.Metrics = metrics
 	srv.Routes = append(srv.Routes, agentRoutes(agents)...)
+	srv.Routes = append(srv.Routes, agentSDKRoutes(agents)...)
 	srv.Routes = append(srv.Routes, mcpRoutes(rt, agents, cfg, logger)...)
 	srv.Routes = append(srv.Routes, consoleRoutes()...)
 	closeRuntime := func() error {
