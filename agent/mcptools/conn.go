@@ -99,6 +99,7 @@ func (c *conn) why() string {
 func (s *Server) dial(ctx context.Context) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.ConnectTimeout)
 	defer cancel()
+	defer context.AfterFunc(s.life, cancel)()
 	c := &conn{s: s, done: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	client := mcp.NewClient(&mcp.Implementation{Name: "cairn", Version: "1"}, &mcp.ClientOptions{

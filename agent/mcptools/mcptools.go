@@ -145,6 +145,8 @@ type Server struct {
 
 	cfg Config
 
+	life     context.Context // ends when Close is called: a connect in flight stops
+	shut     context.CancelFunc
 	mu       sync.Mutex
 	cur      *conn         // the connection, live or ended; nil if none
 	dialing  chan struct{} // closed when the connect in flight ends
@@ -161,7 +163,10 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	life, shut := context.WithCancel(context.Background())
 	return &Server{
+		life:            life,
+		shut:            shut,
 		ConnectTimeout:  30 * time.Second,
 		RefreshInterval: 5 * time.Minute,
 		MinBackoff:      time.Second,
@@ -201,11 +206,16 @@ func (s *Server) Tools(ctx context.Context) ([]agent.Tool, error) {
 // for them to be gone. Calls in flight fail. Later calls of Tools and of
 // the tools' Call fail. Close is idempotent.
 func (s *Server) Close() error {
+	s.shut()
 	s.mu.Lock()
 	s.closed = true
 	c := s.cur
 	s.cur = nil
+	dialing := s.dialing
 	s.mu.Unlock()
+	if dialing != nil {
+		<-dialing // its connection, if any, is then shut down by its dialer
+	}
 	if c != nil {
 		c.shutdown()
 	}
@@ -260,10 +270,14 @@ func (s *Server) conn(ctx context.Context) (*conn, error) {
 		s.dialing = nil
 		close(ch)
 		if err != nil {
-			if ctx.Err() == nil { // the caller giving up says nothing of the server
+			closed := s.closed
+			if ctx.Err() == nil && !closed { // the caller giving up says nothing of the server
 				s.failLocked(err)
 			}
 			s.mu.Unlock()
+			if closed {
+				return nil, s.errorf("%w", errClosed)
+			}
 			return nil, err
 		}
 		if s.closed {

@@ -337,6 +337,31 @@ func TestCloseKillsAndFailsCalls(t *testing.T) {
 	}
 }
 
+func TestCloseDuringConnect(t *testing.T) {
+	// A server that never answers the initialization.
+	s := newServer(t, Config{Name: "mute", Command: "/bin/sh", Args: []string{"-c", "exec sleep 60"}})
+	s.StopTimeout = 100 * time.Millisecond
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Tools(context.Background())
+		errc <- err
+	}()
+	waitFor(t, "the connect to start", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.dialing != nil })
+	start := time.Now()
+	s.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close took %v during a connect", d)
+	}
+	select {
+	case err := <-errc:
+		if err == nil || err.Error() != "mcp server mute: closed" {
+			t.Errorf("Tools: err = %v, want closed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Tools did not return after Close")
+	}
+}
+
 func TestCallHonoursContext(t *testing.T) {
 	s := newServer(t, stdioConfig("go"))
 	m := toolMap(t, s)
