@@ -244,7 +244,11 @@ func (s *Server) conn(ctx context.Context) (*conn, error) {
 				s.mu.Unlock()
 				return c, nil
 			}
-			s.retireLocked(c)
+			if err := s.retireLocked(c); err != nil {
+				s.mu.Unlock()
+				s.logFailure(err)
+				continue
+			}
 		}
 		if ch := s.dialing; ch != nil {
 			s.mu.Unlock()
@@ -271,12 +275,16 @@ func (s *Server) conn(ctx context.Context) (*conn, error) {
 		close(ch)
 		if err != nil {
 			closed := s.closed
-			if ctx.Err() == nil && !closed { // the caller giving up says nothing of the server
+			counted := ctx.Err() == nil && !closed // the caller giving up says nothing of the server
+			if counted {
 				s.failLocked(err)
 			}
 			s.mu.Unlock()
 			if closed {
 				return nil, s.errorf("%w", errClosed)
+			}
+			if counted {
+				s.logFailure(err)
 			}
 			return nil, err
 		}
@@ -293,21 +301,20 @@ func (s *Server) conn(ctx context.Context) (*conn, error) {
 }
 
 // retireLocked forgets an ended connection and counts its end as a
-// failure unless it lived long enough.
-func (s *Server) retireLocked(c *conn) {
+// failure, which it returns, unless it lived StableAfter (the count
+// starts again) or was ended on purpose (nil).
+func (s *Server) retireLocked(c *conn) error {
 	s.cur = nil
 	endedAt, _, dropped := c.end(nil)
 	if dropped {
-		return // replaced on purpose (its session was gone), not a crash
+		return nil // replaced on purpose (its session was gone), not a crash
 	}
 	if endedAt.Sub(c.started) >= s.StableAfter {
 		s.failures = 0
 	}
-	s.failLocked(errors.New(c.describe()))
-	// The first failure after a connection that worked is retried at once.
-	if s.failures == 1 {
-		s.retryAt = time.Time{}
-	}
+	err := errors.New(c.describe())
+	s.failLocked(err)
+	return err
 }
 
 // failLocked counts a failure and sets the backoff.
@@ -315,7 +322,14 @@ func (s *Server) failLocked(err error) {
 	s.failures++
 	s.lastErr = err
 	s.retryAt = s.Now().Add(s.backoff(s.failures))
-	s.Logger.Warn("mcp server unavailable", "server", s.cfg.Name, "failures", s.failures, "err", err)
+}
+
+// logFailure logs a failure counted by failLocked.
+func (s *Server) logFailure(err error) {
+	s.mu.Lock()
+	n, at := s.failures, s.retryAt
+	s.mu.Unlock()
+	s.Logger.Warn("mcp server unavailable", "server", s.cfg.Name, "failures", n, "retry_at", at, "err", err)
 }
 
 // backoff returns the wait after n consecutive failures: none after the
