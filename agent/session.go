@@ -41,15 +41,11 @@ type session struct {
 	// The stream of the reply being generated, for readers that resume
 	// it; guarded by mu.
 	live *live
-
-	// The Agents SDK's chat protocol (sdk.go), made on first use; guarded
-	// by mu.
-	sdk *chatState
 }
 
 func (s *Service) newSession(st *cairn.State) (any, error) {
 	a, name := s.agentOf(st.Name())
-	ss := &session{svc: s, st: st, store: store{st}, agent: a, name: name}
+	ss := &session{svc: s, st: st, store: store{st: st, cache: &msgCache{}}, agent: a, name: name}
 	// A generation is never in flight when its object activates (a
 	// released turn holds the object), so a streaming message is one the
 	// process left behind when it stopped.
@@ -62,9 +58,6 @@ func (s *Service) newSession(st *cairn.State) (any, error) {
 // ServeHTTP serves GET and POST /messages, GET /messages/{id}/stream,
 // POST /cancel and POST /chat/completions.
 func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.serveSDK(w, r) {
-		return // state, schedules, approvals, the Agents SDK: see sdk.go
-	}
 	if id, ok := streamPath(r.URL.Path); ok {
 		if r.Method != http.MethodGet {
 			w.Header().Set("Allow", "GET")
@@ -172,7 +165,7 @@ func (s *session) post(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.generate(w, r, a, in.Text, s.socketSink(&uiSink{events: stream}, "", nil, nil))
+	s.generate(w, r, a, in.Text, &uiSink{events: stream})
 }
 
 // cancel serves POST /cancel: it stops the generation in flight, if any.
@@ -431,18 +424,8 @@ func (g *generation) run(r *http.Request) {
 		cairn.WriteError(g.w, err)
 		return
 	}
-	g.live = newLive(g.msg.ID, g.user.ID, a.Model)
-	g.loop(r, history, 1, nil)
-}
-
-// loop runs the reply's tool loop from model round first on, then stores
-// and answers the reply with its final status. pre, if set, runs first,
-// outside the turn, before round first: it answers the calls of a round
-// that parked for approvals (see approval.go) and says whether the loop
-// goes on (status Streaming).
-func (g *generation) loop(r *http.Request, history []Message, first int, pre func(ctx context.Context) roundResult) {
-	s, a := g.s, g.a
 	g.log = s.st.Runtime().Logger
+	g.live = newLive(g.msg.ID, g.user.ID, a.Model)
 	s.mu.Lock()
 	s.live = g.live
 	s.mu.Unlock()
@@ -484,16 +467,11 @@ func (g *generation) loop(r *http.Request, history []Message, first int, pre fun
 	s.mu.Unlock()
 
 	var res roundResult
-	usage := g.msg.Usage
-	for round := first; ; round++ {
+	var usage *Usage
+	for round := 1; ; round++ {
 		ran := false
 		err := s.st.Release(func(context.Context) error {
 			ran = true
-			if pre != nil && round == first {
-				if res = pre(gctx); res.status != Streaming {
-					return nil
-				}
-			}
 			res = g.round(gctx, history, round)
 			return nil
 		})
@@ -533,13 +511,6 @@ func (g *generation) loop(r *http.Request, history []Message, first int, pre fun
 	g.msg.Status = res.status
 	g.msg.Error = res.err
 	g.finish = res.finish
-	if res.status == AwaitingApproval {
-		if err := g.parkApprovals(); err != nil {
-			g.live.abort()
-			g.out.fail(g, err)
-			return
-		}
-	}
 	if err := s.store.update(g.msg); err != nil {
 		g.live.abort()
 		g.out.fail(g, err)
@@ -568,8 +539,6 @@ func (g *generation) settle(res *roundResult, stopped bool, cause error) {
 		// A client's cancel counts even if the model had just finished:
 		// its answer said the generation was cancelled.
 		res.status, res.err = Cancelled, errorText(errCancelled)
-	case res.status == AwaitingApproval:
-		// Parked: durable whatever stops the process now.
 	case res.status == Complete:
 	case cause == errShutdown || cause == errDisconnected:
 		res.status, res.err = Cancelled, errorText(cause)
@@ -630,12 +599,7 @@ func (g *generation) round(ctx context.Context, history []Message, round int) ro
 		req.Messages = append(history[:len(history):len(history)], inProgress)
 	}
 	g.emit(g.live.startRound())
-	parked := false
-	defer func() {
-		if !parked { // a parked round ends when its approvals are answered
-			g.emit(g.live.endRound())
-		}
-	}()
+	defer func() { g.emit(g.live.endRound()) }()
 
 	var res roundResult
 	var calls []Part
@@ -683,11 +647,7 @@ func (g *generation) round(ctx context.Context, history []Message, round int) ro
 		res.status = Streaming
 		return res
 	}
-	if g.runCalls(ctx, calls, tb) {
-		parked = true
-		res.status = AwaitingApproval
-		return res
-	}
+	g.runCalls(ctx, calls, tb)
 	res.status = Streaming
 	return res
 }

@@ -42,11 +42,50 @@ CREATE TABLE message_chunks (
 ) WITHOUT ROWID;
 `}, {SQL: `
 ALTER TABLE messages ADD COLUMN rounds INTEGER NOT NULL DEFAULT 0;
-`}, sessionScheduler.Migration(), {SQL: approvalsTable}}
+`}, {SQL: revSQL}}
+
+// revSQL gives messages a rev column: a random stamp the triggers set
+// whenever a message changes, by whatever code. A message read before
+// with the same rev is the same message, so that the history sent to the
+// model (recent) is decoded once per change, not once per generation.
+// Random, not a counter: a rolled-back turn must not let a later change
+// reuse a stamp.
+const revSQL = `
+ALTER TABLE messages ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+CREATE TRIGGER messages_rev_insert AFTER INSERT ON messages BEGIN
+	UPDATE messages SET rev = random() WHERE id = NEW.id;
+END;
+CREATE TRIGGER messages_rev_update
+AFTER UPDATE OF id, role, status, created_at, input_tokens, output_tokens, model, error, parts, chunks, rounds ON messages BEGIN
+	UPDATE messages SET rev = random() WHERE id IN (OLD.id, NEW.id);
+END;
+CREATE TRIGGER message_chunks_rev_insert AFTER INSERT ON message_chunks BEGIN
+	UPDATE messages SET rev = random() WHERE id = NEW.message_id;
+END;
+CREATE TRIGGER message_chunks_rev_update AFTER UPDATE ON message_chunks BEGIN
+	UPDATE messages SET rev = random() WHERE id IN (OLD.message_id, NEW.message_id);
+END;
+CREATE TRIGGER message_chunks_rev_delete AFTER DELETE ON message_chunks BEGIN
+	UPDATE messages SET rev = random() WHERE id = OLD.message_id;
+END;
+`
 
 // store reads and writes one session's messages. It must be used in the
 // object's turn.
-type store struct{ st *cairn.State }
+type store struct {
+	st    *cairn.State
+	cache *msgCache // decoded messages recent returned last; nil: none
+}
+
+// msgCache holds decoded messages by ID, with their rev stamps.
+type msgCache struct {
+	byID map[string]cachedMessage
+}
+
+type cachedMessage struct {
+	rev int64
+	m   Message
+}
 
 // insert appends m at the end of the history.
 func (s store) insert(m *Message) error {
@@ -183,20 +222,82 @@ func (s store) page(before string, limit int) ([]Message, bool, error) {
 }
 
 // recent returns the last n complete messages, oldest first: the context
-// sent to the model.
+// sent to the model. Messages unchanged since the last call (same rev)
+// come from the cache, decoded then: their parts are shared, read only.
 func (s store) recent(n int) ([]Message, error) {
-	rows, err := s.st.Query(`SELECT `+messageColumns+` FROM messages WHERE status = ? ORDER BY seq DESC LIMIT ?`, string(Complete), n)
+	rows, err := s.st.Query(`SELECT id, rev FROM messages WHERE status = ? ORDER BY seq DESC LIMIT ?`, string(Complete), n)
 	if err != nil {
 		return nil, fmt.Errorf("read history: %w", err)
 	}
-	msgs, err := s.decode(rows)
-	if err != nil {
-		return nil, err
+	k := len(rows.Values)
+	msgs := make([]Message, k)
+	revs := make([]int64, k)
+	var missing []int // indexes into msgs
+	for i, v := range rows.Values {
+		j := k - 1 - i
+		id, rev := str(v[0]), i64(v[1])
+		revs[j] = rev
+		if m, ok := s.cache.get(id, rev); ok {
+			msgs[j] = m
+		} else {
+			missing = append(missing, j)
+		}
 	}
-	for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
-		msgs[i], msgs[j] = msgs[j], msgs[i]
+	if len(missing) > 8 {
+		// Mostly new (a cold cache): one query for them all.
+		full, err := s.st.Query(`SELECT `+messageColumns+`, rev FROM messages WHERE status = ? ORDER BY seq DESC LIMIT ?`, string(Complete), n)
+		if err != nil {
+			return nil, fmt.Errorf("read history: %w", err)
+		}
+		decoded, err := s.decode(full)
+		if err != nil {
+			return nil, err
+		}
+		if len(decoded) != k {
+			return nil, fmt.Errorf("read history: %d messages, then %d", k, len(decoded))
+		}
+		for i, m := range decoded {
+			v := full.Values[i]
+			msgs[k-1-i], revs[k-1-i] = m, i64(v[len(v)-1])
+		}
+	} else {
+		for _, j := range missing {
+			id := str(rows.Values[k-1-j][0])
+			m, ok, err := s.get(id)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, fmt.Errorf("read history: message %s vanished", id)
+			}
+			msgs[j] = m
+		}
 	}
+	s.cache.keep(msgs, revs)
 	return msgs, nil
+}
+
+// get returns the cached message id if its stamp is rev.
+func (c *msgCache) get(id string, rev int64) (Message, bool) {
+	if c == nil {
+		return Message{}, false
+	}
+	e, ok := c.byID[id]
+	if !ok || e.rev != rev {
+		return Message{}, false
+	}
+	return e.m, true
+}
+
+// keep makes msgs, stamped revs, the cache's content.
+func (c *msgCache) keep(msgs []Message, revs []int64) {
+	if c == nil {
+		return
+	}
+	c.byID = make(map[string]cachedMessage, len(msgs))
+	for i, m := range msgs {
+		c.byID[m.ID] = cachedMessage{rev: revs[i], m: m}
+	}
 }
 
 // get returns the message with ID id.
