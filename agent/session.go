@@ -41,6 +41,10 @@ type session struct {
 	// The stream of the reply being generated, for readers that resume
 	// it; guarded by mu.
 	live *live
+
+	// The Agents SDK's chat protocol (sdk.go), made on first use; guarded
+	// by mu.
+	sdk *chatState
 }
 
 func (s *Service) newSession(st *cairn.State) (any, error) {
@@ -58,6 +62,9 @@ func (s *Service) newSession(st *cairn.State) (any, error) {
 // ServeHTTP serves GET and POST /messages, GET /messages/{id}/stream,
 // POST /cancel and POST /chat/completions.
 func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.serveSDK(w, r) {
+		return // state, schedules, approvals, the Agents SDK: see sdk.go
+	}
 	if id, ok := streamPath(r.URL.Path); ok {
 		if r.Method != http.MethodGet {
 			w.Header().Set("Allow", "GET")
@@ -165,7 +172,7 @@ func (s *session) post(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.generate(w, r, a, in.Text, &uiSink{events: stream})
+	s.generate(w, r, a, in.Text, s.socketSink(&uiSink{events: stream}, "", nil, nil))
 }
 
 // cancel serves POST /cancel: it stops the generation in flight, if any.
@@ -424,8 +431,18 @@ func (g *generation) run(r *http.Request) {
 		cairn.WriteError(g.w, err)
 		return
 	}
-	g.log = s.st.Runtime().Logger
 	g.live = newLive(g.msg.ID, g.user.ID, a.Model)
+	g.loop(r, history, 1, nil)
+}
+
+// loop runs the reply's tool loop from model round first on, then stores
+// and answers the reply with its final status. pre, if set, runs first,
+// outside the turn, before round first: it answers the calls of a round
+// that parked for approvals (see approval.go) and says whether the loop
+// goes on (status Streaming).
+func (g *generation) loop(r *http.Request, history []Message, first int, pre func(ctx context.Context) roundResult) {
+	s, a := g.s, g.a
+	g.log = s.st.Runtime().Logger
 	s.mu.Lock()
 	s.live = g.live
 	s.mu.Unlock()
@@ -467,11 +484,16 @@ func (g *generation) run(r *http.Request) {
 	s.mu.Unlock()
 
 	var res roundResult
-	var usage *Usage
-	for round := 1; ; round++ {
+	usage := g.msg.Usage
+	for round := first; ; round++ {
 		ran := false
 		err := s.st.Release(func(context.Context) error {
 			ran = true
+			if pre != nil && round == first {
+				if res = pre(gctx); res.status != Streaming {
+					return nil
+				}
+			}
 			res = g.round(gctx, history, round)
 			return nil
 		})
@@ -511,6 +533,13 @@ func (g *generation) run(r *http.Request) {
 	g.msg.Status = res.status
 	g.msg.Error = res.err
 	g.finish = res.finish
+	if res.status == AwaitingApproval {
+		if err := g.parkApprovals(); err != nil {
+			g.live.abort()
+			g.out.fail(g, err)
+			return
+		}
+	}
 	if err := s.store.update(g.msg); err != nil {
 		g.live.abort()
 		g.out.fail(g, err)
@@ -539,6 +568,8 @@ func (g *generation) settle(res *roundResult, stopped bool, cause error) {
 		// A client's cancel counts even if the model had just finished:
 		// its answer said the generation was cancelled.
 		res.status, res.err = Cancelled, errorText(errCancelled)
+	case res.status == AwaitingApproval:
+		// Parked: durable whatever stops the process now.
 	case res.status == Complete:
 	case cause == errShutdown || cause == errDisconnected:
 		res.status, res.err = Cancelled, errorText(cause)
@@ -599,7 +630,12 @@ func (g *generation) round(ctx context.Context, history []Message, round int) ro
 		req.Messages = append(history[:len(history):len(history)], inProgress)
 	}
 	g.emit(g.live.startRound())
-	defer func() { g.emit(g.live.endRound()) }()
+	parked := false
+	defer func() {
+		if !parked { // a parked round ends when its approvals are answered
+			g.emit(g.live.endRound())
+		}
+	}()
 
 	var res roundResult
 	var calls []Part
@@ -647,7 +683,11 @@ func (g *generation) round(ctx context.Context, history []Message, round int) ro
 		res.status = Streaming
 		return res
 	}
-	g.runCalls(ctx, calls, tb)
+	if g.runCalls(ctx, calls, tb) {
+		parked = true
+		res.status = AwaitingApproval
+		return res
+	}
 	res.status = Streaming
 	return res
 }
