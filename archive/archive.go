@@ -23,8 +23,23 @@
 // verifies length and checksum, so a damaged or truncated blob is reported
 // (ErrCorrupt), never returned as messages.
 //
-// zstd at its default level, chosen over gzip on realistic chat JSONL:
-// see docs/archive.md for the measurements.
+// zstd at its default level was chosen over gzip on realistic chat JSONL
+// (English prose and technical text of varied lengths, Markdown and Go
+// code, tool calls with JSON arguments and results, ids, timestamps; see
+// chat_test.go). On 1 MiB chunks, speed in MB of JSONL per CPU-second on
+// the 2-core CI machine kind (go test -bench Codec):
+//
+//	codec          ratio   compress   decompress
+//	zstd default   4.29    155        1,140-1,320   chosen
+//	zstd better    4.50     66-72     1,460-1,490
+//	gzip 6         3.42     38          213-225
+//	gzip 1         2.78    110-113      171-173
+//
+// Ratios by chunk size, zstd default vs gzip 6: 64 KiB 3.04 vs 3.13,
+// 256 KiB 3.82 vs 3.37, 1 MiB 4.32 vs 3.44 (3.55 vs 2.94 when messages
+// share no topic). zstd compresses 4x and decompresses 5x faster than
+// gzip, and from 256 KiB up its output is 12-20% smaller; its better level
+// saves 5% more for twice the CPU. docs/archive.md has the details.
 package archive
 
 import (
@@ -41,9 +56,10 @@ import (
 // key; a cancelled or expired ctx is in their chain (context.Canceled,
 // context.DeadlineExceeded).
 //
-// A key and a proper prefix of it ending at a '/' must not both hold blobs
-// ("a/b" and "a/b/c"): Local refuses the second with Conflict, and S3
-// servers disagree about it.
+// A key and a longer key under it ("a/b" and "a/b/c") must not both hold
+// blobs: Local refuses the second with Conflict (a path cannot be both a
+// file and a directory), while S3 (AWS, SeaweedFS, gofakes3) stores both.
+// Build keys so that it cannot happen.
 type Store interface {
 	// Put stores data under key, replacing any blob there. It returns nil
 	// only once the blob is durable (as the implementation defines it) and

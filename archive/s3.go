@@ -30,8 +30,8 @@ type S3Config struct {
 	Endpoint string
 	// Bucket holds the blobs.
 	Bucket string
-	// Prefix, if set, is a valid key (see CheckKey) under which every
-	// blob is stored: key k is object Prefix+"/"+k. Several cairn
+	// Prefix, if set, is a valid key (see CheckKey) of at most MaxPrefix
+	// bytes under which every blob is stored: key k is object Prefix+"/"+k. Several cairn
 	// deployments can share a bucket with different prefixes.
 	Prefix string
 	// Region of the bucket, such as "us-east-1"; "auto" for R2. Empty
@@ -52,6 +52,10 @@ type S3Config struct {
 	// missing bucket fails NewS3. Nothing else is ever created implicitly.
 	CreateBucket bool
 }
+
+// MaxPrefix is the longest S3Config.Prefix, in bytes: with a key of
+// MaxKey bytes, an object name stays under S3's limit of 1,024.
+const MaxPrefix = 256
 
 // S3 is a Store on an S3-compatible object store, through minio-go. The
 // blob under key k is the object Prefix/k of the bucket; objects under the
@@ -81,7 +85,7 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		return nil, cairn.Errorf(cairn.Invalid, "archive s3 bucket %q: %s", cfg.Bucket, err.Error())
 	}
 	if cfg.Prefix != "" {
-		if err := CheckKey(cfg.Prefix); err != nil {
+		if err := CheckKey(cfg.Prefix); err != nil || len(cfg.Prefix) > MaxPrefix {
 			return nil, cairn.Errorf(cairn.Invalid, "archive s3 prefix %q: must be a valid key (lowercase segments separated by '/')", cfg.Prefix)
 		}
 	}

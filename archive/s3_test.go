@@ -45,6 +45,7 @@ func TestNewS3Config(t *testing.T) {
 		{"no bucket", func(c *archive.S3Config) { c.Bucket = "" }, cairn.Invalid},
 		{"bad bucket", func(c *archive.S3Config) { c.Bucket = "B_" }, cairn.Invalid},
 		{"bad prefix", func(c *archive.S3Config) { c.Prefix = "/x/" }, cairn.Invalid},
+		{"long prefix", func(c *archive.S3Config) { c.Prefix = strings.Repeat("p/", archive.MaxPrefix/2) + "p" }, cairn.Invalid},
 		{"half credentials", func(c *archive.S3Config) { c.SecretKey = "" }, cairn.Invalid},
 		{"missing bucket", func(c *archive.S3Config) {}, cairn.NotFound},
 	} {
