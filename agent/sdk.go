@@ -706,6 +706,10 @@ func (c *chatState) resumeRequest(ctx context.Context, ws *cairn.WebSocket, prob
 	switch {
 	case c.active != nil:
 		frame["type"], frame["id"] = frameResuming, c.active.id
+		// Until it acknowledges, the socket gets no live chunks: the
+		// replay then brings all of them, in order (a client that saw
+		// later chunks first would take the replayed ones as applied).
+		delete(c.active.attached, ws)
 	case len(c.queued) > 0:
 		frame["type"] = frameStreamPend
 		for id := range c.queued {
