@@ -42,7 +42,7 @@ CREATE TABLE message_chunks (
 ) WITHOUT ROWID;
 `}, {SQL: `
 ALTER TABLE messages ADD COLUMN rounds INTEGER NOT NULL DEFAULT 0;
-`}, {SQL: revSQL}, sessionScheduler.Migration(), {SQL: approvalsTable}}
+`}, sessionScheduler.Migration(), {SQL: approvalsTable}, {SQL: revSQL}}
 
 // revSQL gives messages a rev column: a random stamp the triggers set
 // whenever a message changes, by whatever code. A message read before
