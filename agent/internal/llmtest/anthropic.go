@@ -15,15 +15,16 @@ import (
 // message_start, content_block_start, content_block_delta with
 // thinking_delta, signature_delta, text_delta and input_json_delta split
 // over several events, content_block_stop, message_delta with the
-// stop_reason and usage, message_stop, and ping events in between), or a
-// non-streaming message, or an error body
-// ({"type":"error","error":{"type","message"}}) with its status.
+// stop_reason and usage, message_stop, and ping events in between), or an
+// error body ({"type":"error","error":{"type","message"}}) with its
+// status. It answers streaming requests only.
 //
 // Like the real API it refuses, with 400 invalid_request_error, a request
-// without max_tokens or model, an unknown role, an
-// empty text block, a tool_use not answered by a tool_result in the next
-// message, and a tool_result that answers no tool_use of the message
-// before it; so a provider that renders history wrongly fails its tests.
+// without max_tokens or model, an unknown role, an empty text block, a
+// tool_use input that is not an object, a tool_use not answered by a
+// tool_result in the next message, and a tool_result that answers no
+// tool_use of the message before it; so a provider that renders history
+// wrongly fails its tests.
 //
 // The Reply script reads as for OpenAI, with the Anthropic words:
 // Reasoning is a thinking block, Deltas one text block, each ToolCall a
@@ -186,7 +187,7 @@ func (d *Anthropic) serve(w http.ResponseWriter, r *http.Request) {
 		in, out = rep.Usage.PromptTokens, rep.Usage.CompletionTokens
 	}
 	if !req.Stream {
-		d.complete(w, &req, rep, stop, in, out)
+		writeAnthropicError(w, http.StatusBadRequest, "invalid_request_error", "llmtest: the double answers streaming requests only")
 		return
 	}
 
@@ -274,25 +275,6 @@ func (d *Anthropic) serve(w http.ResponseWriter, r *http.Request) {
 		"delta": map[string]any{"stop_reason": stop, "stop_sequence": nil},
 		"usage": map[string]any{"output_tokens": out}})
 	send("message_stop", map[string]any{"type": "message_stop"})
-}
-
-// complete answers a request without stream=true.
-func (d *Anthropic) complete(w http.ResponseWriter, req *MessagesRequest, rep Reply, stop string, in, out int64) {
-	var content []any
-	if len(rep.Reasoning) > 0 {
-		content = append(content, map[string]any{"type": "thinking", "thinking": strings.Join(rep.Reasoning, ""), "signature": "c2lnbmF0dXJl"})
-	}
-	if len(rep.Deltas) > 0 {
-		content = append(content, map[string]any{"type": "text", "text": strings.Join(rep.Deltas, "")})
-	}
-	for _, tc := range rep.ToolCalls {
-		content = append(content, map[string]any{"type": "tool_use", "id": tc.ID, "name": tc.Name, "input": json.RawMessage(tc.Arguments)})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{
-		"id": "msg_llmtest", "type": "message", "role": "assistant", "model": req.Model, "content": content,
-		"stop_reason": stop, "stop_sequence": nil, "usage": anthropicUsage(in, out),
-	})
 }
 
 // validate returns why the API would refuse req, or "".
