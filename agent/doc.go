@@ -68,8 +68,10 @@
 // tool-result part, in call order, appended to the same assistant
 // message: the tool's output, or an error result (isError, the error text
 // as a JSON string) for an unknown tool, an input that is not a JSON
-// object, a tool that fails or panics, and, for now, a tool that needs
-// approval (approvals are not yet supported). Then the model is called
+// object, or a tool that fails or panics. A call of a tool that needs a
+// person's approval (Tool.NeedsApproval) parks the reply instead, with
+// status awaiting-approval, until it is decided (GET and POST
+// /approvals: see approval.go). Then the model is called
 // again with the history and the reply so far (providers render its
 // rounds with Steps), up to Agent.MaxToolRounds rounds: a model still
 // calling tools in the last round gets error results ("not run") and
