@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -147,6 +148,24 @@ func (s *Service) Agents() []AgentInfo {
 		out = append(out, AgentInfo{Name: a.Name, Provider: a.Provider.Name(), Model: a.Model})
 	}
 	return out
+}
+
+// Close releases what the configured agents hold outside their sessions:
+// each Toolset that is an io.Closer (an MCP server's connection and
+// subprocess) is closed. Call it after the runtime has closed. It returns
+// the first error.
+func (s *Service) Close() error {
+	var first error
+	for _, n := range s.order {
+		for _, ts := range s.agents[n].Toolsets {
+			if c, ok := ts.(io.Closer); ok {
+				if err := c.Close(); err != nil && first == nil {
+					first = err
+				}
+			}
+		}
+	}
+	return first
 }
 
 // Class returns the class of sessions. Register it under Namespace (or

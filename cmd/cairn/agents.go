@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cairn-dev/cairn/agent"
@@ -25,6 +26,12 @@ type AgentConfig struct {
 	Timeout    Duration `json:"timeout"`
 
 	MCPServers []MCPServerConfig `json:"mcp_servers"` // the agent's MCP servers: see mcp.go
+	// Tools names built-in tools offered to the model (agent.BuiltinNames).
+	Tools []string `json:"tools"`
+	// MaxToolRounds bounds a reply's tool loop (default 8).
+	MaxToolRounds int `json:"max_tool_rounds"`
+	// CancelOnDisconnect stops a generation whose POST client went away.
+	CancelOnDisconnect bool `json:"cancel_on_disconnect"`
 }
 
 // defaultModel is the model of the default agent when OPENAI_BASE_URL or
@@ -67,6 +74,14 @@ func (m *Main) agentService(cfg Config) (*agent.Service, error) {
 			a.Provider = anthropic.New(anthropic.Config{BaseURL: ac.BaseURL, APIKey: m.Getenv(env), MaxTokens: ac.MaxTokens})
 		default:
 			return nil, fmt.Errorf("agent %q: unknown provider %q (want echo, openai or anthropic)", ac.Name, ac.Provider)
+		}
+		a.MaxToolRounds, a.CancelOnDisconnect = ac.MaxToolRounds, ac.CancelOnDisconnect
+		for _, name := range ac.Tools {
+			t, ok := agent.Builtin(name)
+			if !ok {
+				return nil, fmt.Errorf("agent %q: unknown built-in tool %q (have %s)", ac.Name, name, strings.Join(agent.BuiltinNames(), ", "))
+			}
+			a.Tools = append(a.Tools, t)
 		}
 		if err := m.addMCPToolsets(&a, cfg, ac); err != nil {
 			return nil, err

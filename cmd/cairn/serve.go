@@ -313,7 +313,11 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	closeRuntime := func() error {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return rt.Close(cctx)
+		err := rt.Close(cctx)
+		if cerr := agents.Close(); cerr != nil {
+			logger.Warn("closing the agents' tool servers", "err", cerr)
+		}
+		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
