@@ -980,6 +980,7 @@ func (k *socketSink) end(g *generation, ev *streamEvent) {
 		done["outcome"] = "completed"
 	}
 	st.terminal = append(st.terminal, mustJSON(done))
+	followed := len(st.attached) > 0
 	k.finishLocked(c)
 	c.mu.Unlock()
 
@@ -988,6 +989,9 @@ func (k *socketSink) end(g *generation, ev *streamEvent) {
 		if msgs, err := k.s.transcript(); err == nil {
 			transcript = mustJSON(map[string]any{"type": frameChatMessages, "messages": msgs})
 		}
+	}
+	if !followed && transcript == nil {
+		return // no client to tell: the turn need not be given up
 	}
 	sockets := k.s.st.WebSockets(sdkTag)
 	k.s.st.Release(func(context.Context) error {
