@@ -19,6 +19,10 @@
 //	GET  /v1/agents/{agent}/{session}/messages/{id}/stream   Last-Event-ID or ?after=
 //	POST /v1/agents/{agent}/{session}/cancel     {"cancelled":true|false}
 //	POST /v1/agents/{agent}/{session}/chat/completions   OpenAI chat completions
+//	GET, PUT, PATCH /v1/agents/{agent}/{session}/state     the agent state (state.go)
+//	GET, POST /v1/agents/{agent}/{session}/schedules; DELETE .../schedules/{id}   (schedules.go)
+//	GET /v1/agents/{agent}/{session}/approvals; POST .../approvals/{toolCallId}   (approval.go)
+//	/agents/{agent}/{session}   the Cloudflare Agents SDK's WebSocket protocol (sdk.go, Service.SDKHandler)
 //
 // POST stores the user message, calls the model and answers with the
 // assistant Message as JSON; a provider failure is not an HTTP error: the
@@ -33,12 +37,16 @@
 //	reasoning-delta  {"delta"}
 //	tool-call-delta  {"index","toolCallId","toolName","inputDelta"}
 //	tool-call        {"toolCallId","toolName","input"}
-//	tool-result      {"toolCallId","toolName","output","isError"}
+//	tool-approval-request {"toolCallId","toolName","approvalId","deadline"}   the call waits for a person
+//	tool-result      {"toolCallId","toolName","output","isError","denied"?}
 //	step-end         {"step"}                    the round ended (its tool results are in)
 //	message-end      {"message"}                 the stored message, once durable
 //	error            {"error"}                   the session was reset meanwhile
 //
-// Every round has one step-start and one step-end, even if it failed;
+// Every round has one step-start and one step-end, even if it failed
+// (a round that parked for approvals ends when they are answered: the
+// parked reply's message-end takes no position, and its continuation's
+// events follow it);
 // tool-call-delta events are pieces of a call's input as the model writes
 // it, and the tool-call event after them has it whole.
 //
