@@ -11,10 +11,12 @@ import (
 )
 
 // Provider is a model behind one small interface: a request in, a stream
-// of events out. Implementations: Echo (offline, for development) and the
-// OpenAI-compatible provider of package agent/openai.
+// of events out. Implementations: Echo (offline, for development), the
+// OpenAI-compatible provider of package agent/openai and the Anthropic
+// Messages provider of package agent/anthropic.
 type Provider interface {
-	// Name names the provider kind ("echo", "openai") for listings.
+	// Name names the provider kind ("echo", "openai", "anthropic") for
+	// listings.
 	Name() string
 
 	// Stream calls the model and yields its output as it arrives. The

@@ -79,8 +79,10 @@ Settings, by precedence: flags, then environment, then the config file
 
 Agents (/v1/agents): the config file's "agents" list; without one,
 OPENAI_BASE_URL and/or OPENAI_API_KEY (and CAIRN_MODEL, default gpt-4o-mini)
-point the agent "default" at an OpenAI-compatible server; with none of them
-it uses the offline echo provider.
+point the agent "default" at an OpenAI-compatible server; failing those,
+ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL, CAIRN_MODEL, default
+claude-sonnet-4-5) point it at Anthropic; with none of them it uses the
+offline echo provider.
 
 Flags:
 `
