@@ -403,3 +403,39 @@ func mustMarshal(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestSDKSocketsSurviveEviction checks that the protocol's sockets are the
+// runtime's hibernatable ones: the session is evicted from memory while a
+// client stays connected, and the client's next frame wakes it.
+func TestSDKSocketsSurviveEviction(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := newSDKEnv(t, "", nil, func(rt *cairn.Runtime) { rt.Now = clock })
+	c := wsDial(t, e, "/agents/default/evicted")
+	frame(t, c, "cf_agent_identity")
+	other := wsDial(t, e, "/agents/default/evicted")
+	frame(t, other, "cf_agent_identity")
+	stub, err := e.svc.Session("default", "evicted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := stub.ID()
+	waitFor(t, "the session's eviction", func() bool {
+		mu.Lock()
+		now = now.Add(e.rt.IdleTimeout + time.Second)
+		mu.Unlock()
+		e.rt.EvictIdle()
+		return !e.rt.IsActive(id)
+	})
+	if n := e.rt.Sockets(); n != 2 {
+		t.Fatalf("open sockets after eviction = %d, want 2", n)
+	}
+	writeFrame(t, c, map[string]any{"type": "cf_agent_state", "state": map[string]any{"woke": true}})
+	if f := frame(t, other, "cf_agent_state"); mustMarshal(f["state"]) != `{"woke":true}` {
+		t.Errorf("the other client got %v", f)
+	}
+	if !e.rt.IsActive(id) {
+		t.Error("the session is not active after a frame")
+	}
+}
