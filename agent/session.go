@@ -263,8 +263,17 @@ func (s *session) waitTurn() error {
 		if err != nil {
 			// Reset meanwhile: pass the guard on.
 			s.nextLocked()
+			return err
 		}
-		return err
+		select {
+		case <-closing:
+			// Handed the guard as the runtime began to close: the
+			// message is not sent to the model, whichever came first.
+			s.nextLocked()
+			return errShutdown
+		default:
+		}
+		return nil
 	default:
 	}
 	for i, c := range s.waiters {
