@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn"
+	"github.com/cairn-dev/cairn/archive"
 )
 
 // Namespace is the namespace Register puts sessions in.
@@ -30,8 +31,8 @@ type Agent struct {
 	Model string
 	// System is the system prompt, if any.
 	System string
-	// MaxHistory is how many of the latest messages are sent to the model.
-	// Default 100.
+	// MaxHistory is how many of the latest messages are sent to the model
+	// (the latest complete messages of the hot window). Default 100.
 	MaxHistory int
 	// MaxTextBytes caps the text of one user message. Default 4 MiB.
 	MaxTextBytes int
@@ -51,9 +52,35 @@ type Agent struct {
 	// By default the generation goes on, and a client may come back for
 	// the reply (GET /messages/{id}/stream, or the history).
 	CancelOnDisconnect bool
+	// RequireApproval names tools whose calls need a person's approval,
+	// whatever their source (Tools, a Toolset such as an MCP server, a
+	// built-in), as if their NeedsApproval were set.
+	RequireApproval []string
 	// ApprovalTimeout is how long a call of a tool that needs approval
 	// waits for a person's decision; then it is denied. Default 24 hours.
 	ApprovalTimeout time.Duration
+
+	// Cold storage (with Service.Archive set; see archive.go).
+
+	// HotMessages is how many of a session's latest messages stay in its
+	// database; older ones move to the archive, ArchiveBatch at a time,
+	// once more than HotMessages + ArchiveBatch are hot. At least
+	// MaxHistory, so that the model's context is always hot. Default
+	// DefaultHotMessages (200), or MaxHistory if that is more.
+	HotMessages int
+	// ArchiveBatch is the most messages one archived chunk holds (a chunk
+	// also stops at 4 MiB of JSON). Default DefaultArchiveBatch (200):
+	// a few hundred KiB of typical chat, where zstd compresses well.
+	ArchiveBatch int
+	// SessionTTL is how long a session may stay idle before it expires:
+	// it is archived whole and its storage deleted, by its own alarm.
+	// Default DefaultSessionTTL (30 days); NeverExpire (any negative
+	// value) keeps sessions forever.
+	SessionTTL time.Duration
+	// DiscardExpired makes a request to an expired session start a fresh
+	// one, deleting the expired session's archive, instead of restoring
+	// it (the default).
+	DiscardExpired bool
 }
 
 // AgentInfo describes an agent in GET /v1/agents.
@@ -73,6 +100,20 @@ type AgentInfo struct {
 type Service struct {
 	// MaxBodyBytes caps a request body on the routes. Default 8 MiB.
 	MaxBodyBytes int64
+	// Archive is where sessions' old messages and expired sessions go.
+	// Nil (the default) keeps every message hot and sessions forever.
+	// Set it before the runtime opens.
+	Archive archive.Store
+	// ChunkCacheBytes bounds the archived chunks kept decoded in memory
+	// for reads, shared by all sessions. Default 64 MiB.
+	ChunkCacheBytes int64
+
+	chunks  *chunkCache
+	stats   serviceStats
+	usageNS *cairn.Namespace
+	// hook, if set, is called at the steps of archival, expiry and
+	// deletion (tests kill the process there).
+	hook func(step string)
 
 	agents map[string]*Agent
 	order  []string
@@ -85,7 +126,7 @@ func NewService(agents ...Agent) (*Service, error) {
 	if len(agents) == 0 {
 		agents = []Agent{{Name: DefaultAgent}}
 	}
-	s := &Service{MaxBodyBytes: 8 << 20, agents: make(map[string]*Agent)}
+	s := &Service{MaxBodyBytes: 8 << 20, ChunkCacheBytes: 64 << 20, agents: make(map[string]*Agent)}
 	for _, a := range agents {
 		if err := validAgentName(a.Name); err != nil {
 			return nil, err
@@ -116,6 +157,9 @@ func NewService(agents ...Agent) (*Service, error) {
 		}
 		if a.ApprovalTimeout <= 0 {
 			a.ApprovalTimeout = 24 * time.Hour
+		}
+		if err := coldDefaults(&a); err != nil {
+			return nil, err
 		}
 		if err := checkTools(a.Name, a.Tools); err != nil {
 			return nil, err
@@ -182,6 +226,9 @@ func (s *Service) Register(rt *cairn.Runtime) (*cairn.Namespace, error) {
 		return nil, err
 	}
 	s.ns = ns
+	if err := s.registerUsage(rt); err != nil {
+		return nil, err
+	}
 	return ns, nil
 }
 
@@ -216,6 +263,11 @@ func (s *Service) Session(agent, session string) (*cairn.Stub, error) {
 //	GET  /v1/agents/{agent}/{session}/messages/{id}/stream   resume a reply's stream
 //	POST /v1/agents/{agent}/{session}/cancel     stop the generation in flight
 //	POST /v1/agents/{agent}/{session}/chat/completions   OpenAI-compatible
+//	GET  /v1/agents/{agent}/{session}/export     the whole history as JSONL
+//	GET  /v1/agents/{agent}/{session}/usage      the session's bytes, hot and archived
+//	POST /v1/agents/{agent}/{session}/archive    archive the session now (it expires)
+//	DELETE /v1/agents/{agent}/{session}          delete it forever, archive included
+//	GET  /v1/agents/{agent}/usage                the agent's bytes, hot and archived
 //
 // A request under a session is delivered to the session's object with
 // the path after the session name. Auth is the mounting server's.
@@ -224,7 +276,9 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/agents", func(w http.ResponseWriter, r *http.Request) {
 		cairn.WriteJSON(w, http.StatusOK, map[string]any{"agents": s.Agents()})
 	})
+	mux.HandleFunc("GET /v1/agents/{agent}/usage", s.serveUsage)
 	mux.HandleFunc("/v1/agents/{agent}/{session}/{path...}", s.fetch)
+	mux.HandleFunc("DELETE /v1/agents/{agent}/{session}", s.fetch) // delete forever
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		cairn.WriteError(w, cairn.Errorf(cairn.NotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -71,6 +72,11 @@ func (g *generation) toolbox(ctx context.Context) *toolbox {
 		if _, dup := tb.byName[t.Name]; dup {
 			g.log.Warn("agent tool shadowed: a tool of the same name came first", "agent", a.Name, "tool", t.Name, "from", from)
 			return
+		}
+		if !t.NeedsApproval && slices.Contains(a.RequireApproval, t.Name) {
+			c := *t
+			c.NeedsApproval = true
+			t = &c
 		}
 		tb.byName[t.Name] = t
 		tb.specs = append(tb.specs, t.Spec())

@@ -32,6 +32,11 @@ type AgentConfig struct {
 	MaxToolRounds int `json:"max_tool_rounds"`
 	// CancelOnDisconnect stops a generation whose POST client went away.
 	CancelOnDisconnect bool `json:"cancel_on_disconnect"`
+	// RequireApproval names tools (built-in, or an MCP server's as
+	// "{server}_{tool}") whose calls wait for a person's approval.
+	RequireApproval []string `json:"require_approval"`
+	// ApprovalTimeout denies a call nobody decided on in time (default 24h).
+	ApprovalTimeout Duration `json:"approval_timeout"`
 }
 
 // defaultModel is the model of the default agent when OPENAI_BASE_URL or
@@ -76,6 +81,7 @@ func (m *Main) agentService(cfg Config) (*agent.Service, error) {
 			return nil, fmt.Errorf("agent %q: unknown provider %q (want echo, openai or anthropic)", ac.Name, ac.Provider)
 		}
 		a.MaxToolRounds, a.CancelOnDisconnect = ac.MaxToolRounds, ac.CancelOnDisconnect
+		a.RequireApproval, a.ApprovalTimeout = ac.RequireApproval, time.Duration(ac.ApprovalTimeout)
 		for _, name := range ac.Tools {
 			t, ok := agent.Builtin(name)
 			if !ok {
