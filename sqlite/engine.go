@@ -13,8 +13,11 @@
 //
 // Commits are written with synchronous=NORMAL: a commit reaches the OS
 // (it survives kill -9) without an fsync, and checkpoints fsync. Durability
-// at cairn.Disk comes from Store.Sync, which fsyncs the WAL from another
-// goroutine while the object goes on with its next turns.
+// at cairn.Disk comes from Store.Sync, which the runtime calls from another
+// goroutine while the object goes on with its next turns. Store.Sync hands
+// the request to the engine's node-wide sync stage, which makes the
+// requests of all objects that arrive during one sync durable with the
+// next (see SyncMode).
 package sqlite
 
 import (
@@ -43,19 +46,28 @@ type Engine struct {
 	dirs    sync.Map // fan-out directories known to exist
 	closed  bool
 	nowFunc func() time.Time
-
-	catWrites uint64     // catalog writes so far; guarded by mu
-	syncMu    sync.Mutex // serializes catalog fsyncs
-	catSynced uint64     // catWrites covered by the last fsync; guarded by syncMu
+	sync    *syncer // the sync stage: stores' and the catalog's syncs
 
 	tmplOnce sync.Once
 	tmpl     []byte
 	tmplErr  error
 }
 
-// Open opens (creating if needed) the data directory dir. level is the
-// durability of catalog writes that must not be lost (alarm hints).
+// Options are an Engine's tunables. The zero value is the default.
+type Options struct {
+	// Sync is how commits at cairn.Disk become durable. Default SyncAuto.
+	Sync SyncMode
+}
+
+// Open opens (creating if needed) the data directory dir, with the default
+// Options. level is the durability of catalog writes that must not be lost
+// (alarm hints).
 func Open(dir string, level cairn.Durability) (*Engine, error) {
+	return OpenWith(dir, level, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(dir string, level cairn.Durability, o Options) (*Engine, error) {
 	raiseFileLimit()
 	objDir := filepath.Join(dir, "objects")
 	if err := os.MkdirAll(objDir, 0o700); err != nil {
@@ -82,6 +94,11 @@ func Open(dir string, level cairn.Durability) (*Engine, error) {
 		return nil, fmt.Errorf("open catalog wal: %w", err)
 	}
 	e.catWAL = wal
+	if e.sync, err = newSyncer(dir, o.Sync); err != nil {
+		wal.Close()
+		closeConn(conn)
+		return nil, err
+	}
 	if level == cairn.Disk {
 		if err := fdatasync(e.catWAL); err != nil {
 			e.Close()
@@ -140,6 +157,7 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
+	e.sync.close()
 	var errs []error
 	if e.level == cairn.Disk {
 		// Checkpoint with fsync before the WAL goes away.
@@ -156,26 +174,22 @@ func (e *Engine) Close() error {
 	return errors.Join(errs...)
 }
 
-// syncCatalog makes every catalog write made so far durable. Concurrent
-// callers share fsyncs: one that started after a caller's writes covers it.
-func (e *Engine) syncCatalog() error {
-	e.mu.Lock()
-	want := e.catWrites
-	e.mu.Unlock()
-	e.syncMu.Lock()
-	defer e.syncMu.Unlock()
-	if e.catSynced >= want {
-		return nil
-	}
-	e.mu.Lock()
-	upto := e.catWrites
-	e.mu.Unlock()
-	if err := fdatasync(e.catWAL); err != nil {
+// syncCatalog makes every catalog write made so far durable, through the
+// sync stage: concurrent callers (and objects' syncs) share one sync.
+// epoch is the stage's epoch from before the caller's write.
+func (e *Engine) syncCatalog(epoch uint64) error {
+	if err := e.sync.sync([]syncFile{{f: e.catWAL}}, epoch, false); err != nil {
 		return fmt.Errorf("sync catalog: %w", err)
 	}
-	e.catSynced = upto
 	return nil
 }
+
+// SyncMode returns the sync mode in effect: SyncAuto falls back to
+// SyncFiles where syncfs cannot be trusted.
+func (e *Engine) SyncMode() SyncMode { return e.sync.mode }
+
+// SyncStats returns the counters of the engine's sync stage.
+func (e *Engine) SyncStats() SyncStats { return e.sync.stats() }
 
 // objectPath returns the directory and file of an object's database. Only
 // the hex ID is used.
@@ -312,7 +326,6 @@ func (e *Engine) addObject(ref cairn.ObjectRef) error {
 	if e.closed {
 		return cairn.Errorf(cairn.Unavailable, "engine is closed")
 	}
-	e.catWrites++
 	return sqlitex.Execute(e.cat, `INSERT INTO objects (id, namespace, name, created, last_active) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`, &sqlitex.ExecOptions{Args: []any{ref.ID.String(), ref.Namespace, ref.Name, now, now}})
 }
@@ -421,8 +434,9 @@ func (e *Engine) Namespaces(ctx context.Context) ([]cairn.NamespaceInfo, error) 
 	return out, err
 }
 
-// HintAlarm implements cairn.Engine. At cairn.Disk it fsyncs the catalog.
+// HintAlarm implements cairn.Engine. At cairn.Disk it syncs the catalog.
 func (e *Engine) HintAlarm(ref cairn.ObjectRef, at time.Time) error {
+	epoch := e.sync.epoch()
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -431,13 +445,12 @@ func (e *Engine) HintAlarm(ref cairn.ObjectRef, at time.Time) error {
 	err := sqlitex.Execute(e.cat, `INSERT INTO alarms (id, namespace, name, at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET at = min(at, excluded.at)`,
 		&sqlitex.ExecOptions{Args: []any{ref.ID.String(), ref.Namespace, ref.Name, at.UnixNano()}})
-	e.catWrites++
 	e.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("hint alarm: %w", err)
 	}
 	if e.level == cairn.Disk {
-		return e.syncCatalog()
+		return e.syncCatalog(epoch)
 	}
 	return nil
 }

@@ -44,6 +44,12 @@ type store struct {
 
 	// Sync state, touched only by Sync (one goroutine at a time).
 	walSynced bool
+
+	// What Sync must cover, shared by Commit and Sync.
+	syncMu    sync.Mutex
+	committed uint64 // seq of the last commit
+	unsynced  bool   // writes wait for a Sync
+	epoch     uint64 // the sync stage's epoch before the oldest of them
 }
 
 const userStmtCacheSize = 64
@@ -104,6 +110,7 @@ func (s *store) open(create bool) error {
 	s.auth = &authorizer{}
 	flags := zs.OpenReadWrite | zs.OpenNoMutex
 	if create {
+		s.noteWrites(s.e.sync.epoch())
 		if err := s.e.ensureDir(s.dir); err != nil {
 			return fmt.Errorf("create store: %w", err)
 		}
@@ -378,6 +385,7 @@ func (s *store) Commit() (cairn.CommitInfo, bool, error) {
 		s.dirty = false
 		return cairn.CommitInfo{}, false, nil
 	}
+	epoch := s.e.sync.epoch()
 	if err := s.exec("COMMIT"); err != nil {
 		err = s.check(err)
 		if !s.conn.AutocommitEnabled() {
@@ -389,6 +397,10 @@ func (s *store) Commit() (cairn.CommitInfo, bool, error) {
 	}
 	s.inTx, s.dirty = false, false
 	s.seq++
+	s.noteWrites(epoch)
+	s.syncMu.Lock()
+	s.committed = s.seq
+	s.syncMu.Unlock()
 	if now := time.Now(); now.Sub(s.bytesAt) > 100*time.Millisecond {
 		s.refreshBytes()
 		s.bytesAt = now
@@ -405,44 +417,46 @@ func (s *store) refreshBytes() {
 	s.bytes = n * s.pageSize
 }
 
-// Sync implements cairn.Store: fsync the WAL (and, the first time after the
-// database or its WAL was created, the database file and its directory).
-func (s *store) Sync(c cairn.CommitInfo) error {
-	// The WAL is opened for each sync rather than kept open: an idle
-	// object then holds two descriptors, not three.
-	wal, err := os.OpenFile(s.path+"-wal", os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("open wal: %w", err)
+// noteWrites records that writes are about to be made that a Sync must
+// cover; epoch is the sync stage's epoch read before them.
+func (s *store) noteWrites(epoch uint64) {
+	s.syncMu.Lock()
+	if !s.unsynced {
+		s.unsynced, s.epoch = true, epoch
 	}
-	err = fdatasync(wal)
-	wal.Close()
-	if err != nil {
-		return fmt.Errorf("sync wal: %w", err)
-	}
-	if !s.walSynced {
-		if s.created {
-			if err := fsyncPath(s.path); err != nil {
-				return err
-			}
-			if err := s.e.syncCatalog(); err != nil {
-				return err
-			}
-		}
-		if err := syncDir(s.dir); err != nil {
-			return err
-		}
-		s.walSynced = true
-	}
-	return nil
+	s.syncMu.Unlock()
 }
 
-func fsyncPath(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
+// Sync implements cairn.Store: the WAL (and, the first time after the
+// database or its WAL was created, the database file, its directory and
+// the catalog entry) is made durable by the engine's sync stage, with the
+// other objects' requests of the moment.
+func (s *store) Sync(c cairn.CommitInfo) error {
+	s.syncMu.Lock()
+	epoch, unsynced := s.epoch, s.unsynced
+	s.syncMu.Unlock()
+	if !unsynced {
+		epoch = s.e.sync.epoch()
 	}
-	defer f.Close()
-	return f.Sync()
+	// The WAL is opened for each sync rather than kept open: an idle
+	// object then holds two descriptors, not three.
+	files := []syncFile{{path: s.path + "-wal"}}
+	if !s.walSynced {
+		if s.created {
+			files = append(files, syncFile{path: s.path, full: true}, syncFile{f: s.e.catWAL})
+		}
+		files = append(files, syncFile{path: s.dir, full: true})
+	}
+	if err := s.e.sync.sync(files, epoch, s.e.sync.mode == SyncFiles); err != nil {
+		return fmt.Errorf("sync store: %w", err)
+	}
+	s.walSynced = true
+	s.syncMu.Lock()
+	if c.Seq >= s.committed {
+		s.unsynced = false
+	}
+	s.syncMu.Unlock()
+	return nil
 }
 
 // Bytes implements cairn.Store.

@@ -2,7 +2,10 @@ package sqlite
 
 import (
 	"os"
+	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // fdatasync flushes f's data and the metadata needed to read it back (as
@@ -16,3 +19,24 @@ func fdatasync(f *os.File) error {
 		}
 	}
 }
+
+// syncfs writes every dirty page of the filesystem holding dir and flushes
+// the device's cache: one call for the files of many objects.
+func syncfs(dir *os.File) error {
+	for {
+		err := unix.Syncfs(int(dir.Fd()))
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// syncfsReliable reports whether syncfs reports write-back errors: since
+// Linux 5.8 (before, it returned 0 even when data was lost).
+var syncfsReliable = sync.OnceValue(func() bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	return kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 5, 8)
+})
