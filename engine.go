@@ -81,7 +81,7 @@ type ObjectInfo struct {
 	Created    time.Time
 	LastActive time.Time
 	Bytes      int64     // size of the object's storage on disk
-	Alarm      time.Time // zero if none is indexed
+	Alarm      time.Time // the alarm index's entry, at or before the object's alarm; zero if none
 	Usage      Counters
 }
 

@@ -387,6 +387,13 @@ func (o *object) syncAlarmHintBefore() error {
 
 // syncAlarmHintAfter moves the hint later or clears it once the commit that
 // did so is in.
+//
+// A hint that is still in the future stays where it is when the alarm
+// moves later: an early hint costs at most one look by the alarm loop
+// (which then moves it, deliverAlarm), while moving it here would write the
+// catalog on every commit that pushes an alarm out, as a lease's acquire
+// and renew do. A deleted alarm's hint is cleared, as is a hint that is
+// due: the loop would look at once.
 func (o *object) syncAlarmHintAfter() {
 	if !o.alarmTouched {
 		return
@@ -401,6 +408,9 @@ func (o *object) syncAlarmHintAfter() {
 		at = a.At
 	}
 	if at.Equal(o.hintAt) {
+		return
+	}
+	if ok && !o.hintAt.IsZero() && o.hintAt.Before(at) && o.hintAt.After(o.rt.Now()) {
 		return
 	}
 	if err := o.rt.engine.ClearAlarm(o.ref.ID, at); err != nil {

@@ -306,15 +306,18 @@ func (l *lease) recorded(owner, requestID, op string) (token, expiresAt int64, o
 // setAlarm points the object's alarm at the holder's expiry. Waiters need
 // none: each waiting handler keeps its own deadline, and waiter rows
 // without a handler are removed by the next instance or the next grant.
+//
+// With no holder the alarm is left as it is: it fires once for nothing
+// (alarm finds no lease to expire). Deleting it would make the next grant
+// set an alarm on an object without one, which costs a durable write to
+// the runtime's alarm index (an fsync at Disk) on every acquire; an alarm
+// that only moves later costs nothing there.
 func (l *lease) setAlarm(s leaseState) error {
 	cur, ok, err := l.st.Alarm()
 	if err != nil {
 		return err
 	}
 	if s.holder == nil {
-		if ok {
-			return l.st.DeleteAlarm()
-		}
 		return nil
 	}
 	at := time.UnixMilli(s.holder.ExpiresAt)
