@@ -45,6 +45,10 @@ func (st *State) Closing() <-chan struct{} { return st.o.rt.closingCh }
 // Now returns the runtime clock's time.
 func (st *State) Now() time.Time { return st.o.rt.Now() }
 
+// Bytes returns the size of the object's storage on disk as of a recent
+// commit (what the catalog and usage report for it). It needs no turn.
+func (st *State) Bytes() int64 { return st.o.bytes.Load() }
+
 // check returns the turn if the caller may use storage now.
 func (st *State) check() (*turn, error) {
 	t := st.cur

@@ -428,9 +428,13 @@ func (s *session) historyBefore(id string, n int) ([]Message, error) {
 	return msgs, nil
 }
 
-// clearMessages deletes the session's messages and approvals (with their
-// deadlines).
+// clearMessages deletes the session's messages (archived ones too) and
+// approvals (with their deadlines).
 func (s *session) clearMessages() error {
+	// Archived messages go too (their blobs by the archiver).
+	if err := s.clearArchive(); err != nil {
+		return err
+	}
 	for _, q := range []string{`DELETE FROM messages`, `DELETE FROM message_chunks`, `DELETE FROM approvals`} {
 		if _, err := s.st.Exec(q); err != nil {
 			return fmt.Errorf("clear messages: %w", err)

@@ -506,17 +506,31 @@ func (s *session) resume(w http.ResponseWriter, r *http.Request, id string) {
 		cairn.WriteError(w, err)
 		return
 	}
-	if !ok {
-		cairn.WriteError(w, cairn.Errorf(cairn.NotFound, "no message %s in this session", id))
-		return
+	userID := ""
+	if ok {
+		if userID, err = s.store.userOf(id); err != nil {
+			cairn.WriteError(w, err)
+			return
+		}
+	} else {
+		// Archived since (a client that comes back late): its stream is
+		// made from the archived message, read with the turn released.
+		line, prev, found, err := s.store.findArchived(id, s.st.Release)
+		if err != nil {
+			cairn.WriteError(w, err)
+			return
+		}
+		if !found {
+			cairn.WriteError(w, cairn.Errorf(cairn.NotFound, "no message %s in this session (or archived long ago: its stream is gone, the history has it)", id))
+			return
+		}
+		m = line.Message
+		if prev != nil && prev.Role == User && prev.Seq == line.Seq-1 {
+			userID = prev.ID
+		}
 	}
 	if m.Role != Assistant {
 		cairn.WriteError(w, cairn.Errorf(cairn.Invalid, "message %s is a %s message; only replies have a stream", id, m.Role))
-		return
-	}
-	userID, err := s.store.userOf(id)
-	if err != nil {
-		cairn.WriteError(w, err)
 		return
 	}
 	rp := reply{msgID: id, userID: userID, model: m.Model, parts: m.Parts, rounds: m.Rounds, final: &m}

@@ -109,6 +109,9 @@ func (s *session) addSchedule(in ScheduleRequest) (Schedule, error) {
 	if strings.HasPrefix(in.ID, approvalSchedulePrefix) {
 		return Schedule{}, cairn.Errorf(cairn.Invalid, "schedule IDs starting with %q are reserved", approvalSchedulePrefix)
 	}
+	if reservedSchedule(in.ID, "") {
+		return Schedule{}, cairn.Errorf(cairn.Invalid, "schedule IDs starting with %q are reserved", reservedSchedulePrefix)
+	}
 	callback := callbackEvent
 	if in.Message != "" {
 		if s.agent == nil {
@@ -145,8 +148,8 @@ func (s *session) listSchedules() ([]Schedule, error) {
 	}
 	out := make([]Schedule, 0, len(all))
 	for _, sc := range all {
-		if sc.Callback == callbackDeadline {
-			continue
+		if sc.Callback == callbackDeadline || reservedSchedule(sc.ID, sc.Callback) {
+			continue // approval deadlines, archival and TTL
 		}
 		out = append(out, scheduleOf(sc))
 	}
@@ -155,7 +158,7 @@ func (s *session) listSchedules() ([]Schedule, error) {
 
 // cancelSchedule deletes a schedule (not an approval deadline).
 func (s *session) cancelSchedule(id string) (bool, error) {
-	if strings.HasPrefix(id, approvalSchedulePrefix) {
+	if strings.HasPrefix(id, approvalSchedulePrefix) || reservedSchedule(id, "") {
 		return false, nil
 	}
 	return sessionScheduler.Cancel(s.st, id)
@@ -240,6 +243,9 @@ func (s *session) Alarm(ctx context.Context, a cairn.AlarmInfo) error {
 	}
 	for _, sc := range due {
 		runErr := s.fire(ctx, sc)
+		if s.isGone() {
+			return nil // expired or deleted: storage, schedules and alarm are gone
+		}
 		if err := sessionScheduler.Complete(s.st, sc, runErr); err != nil {
 			return err
 		}
@@ -258,6 +264,11 @@ func (s *session) fire(ctx context.Context, sc schedule.Schedule) error {
 	switch sc.Callback {
 	case callbackDeadline:
 		return s.deadlinePassed(ctx, p.MessageID, p.ToolCallID)
+	case callbackArchive:
+		_, err := s.maintain(ctx)
+		return err
+	case callbackTTL:
+		return s.ttlFired(ctx)
 	case callbackEvent, callbackMessage:
 	default:
 		return nil // a callback of a later version: nothing to do here

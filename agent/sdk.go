@@ -245,6 +245,7 @@ func send(ctx context.Context, ws *cairn.WebSocket, frame map[string]any) {
 // agents protocol. Frames it does not know are ignored, as the SDK's
 // servers do.
 func (s *session) WebSocketMessage(ctx context.Context, ws *cairn.WebSocket, m cairn.Message) error {
+	s.touch() // a frame is activity: the session's TTL starts again
 	if !m.Text {
 		return nil
 	}

@@ -45,15 +45,22 @@ type session struct {
 	// The Agents SDK's chat protocol (sdk.go), made on first use; guarded
 	// by mu.
 	sdk *chatState
+
+	// Cold storage (archive.go, expire.go).
+	cold coldState
 }
 
 func (s *Service) newSession(st *cairn.State) (any, error) {
 	a, name := s.agentOf(st.Name())
-	ss := &session{svc: s, st: st, store: store{st: st, cache: &msgCache{}}, agent: a, name: name}
+	ss := &session{svc: s, st: st, store: store{st: st, cache: &msgCache{}, svc: s}, agent: a, name: name}
 	// A generation is never in flight when its object activates (a
 	// released turn holds the object), so a streaming message is one the
 	// process left behind when it stopped.
 	if err := ss.store.interrupt(); err != nil {
+		return nil, err
+	}
+	// An empty session may be an expired one: restore it.
+	if err := ss.activateCold(); err != nil {
 		return nil, err
 	}
 	return ss, nil
@@ -62,6 +69,9 @@ func (s *Service) newSession(st *cairn.State) (any, error) {
 // ServeHTTP serves GET and POST /messages, GET /messages/{id}/stream,
 // POST /cancel and POST /chat/completions.
 func (s *session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.serveCold(w, r) {
+		return // export, usage, archive, delete: see export.go
+	}
 	if s.serveSDK(w, r) {
 		return // state, schedules, approvals, the Agents SDK: see sdk.go
 	}
@@ -117,7 +127,9 @@ func streamPath(p string) (string, bool) {
 }
 
 // Page is a page of history, newest first. Next, if set, is the cursor
-// (?before=) of the following, older page.
+// (?before=) of the following, older page: opaque to clients (a message
+// ID while the page ends in the hot window, "s" and a sequence number in
+// the archive).
 type Page struct {
 	Messages []Message `json:"messages"`
 	Next     string    `json:"next,omitempty"`
@@ -137,16 +149,16 @@ func (s *session) history(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	msgs, more, err := s.store.page(q.Get("before"), limit)
+	// Archived messages are read with the turn released.
+	res, err := s.store.pageAt(q.Get("before"), limit, s.st.Release)
 	if err != nil {
 		cairn.WriteError(w, err)
 		return
 	}
-	p := Page{Messages: msgs}
-	if more && len(msgs) > 0 {
-		p.Next = msgs[len(msgs)-1].ID
+	if res.msgs == nil {
+		res.msgs = []Message{}
 	}
-	cairn.WriteJSON(w, http.StatusOK, p)
+	cairn.WriteJSON(w, http.StatusOK, Page{Messages: res.msgs, Next: res.next()})
 }
 
 // SendRequest is the body of POST /messages.
@@ -452,6 +464,7 @@ func (g *generation) run(r *http.Request) {
 func (g *generation) loop(r *http.Request, history []Message, first int, pre func(ctx context.Context) roundResult) {
 	s, a := g.s, g.a
 	g.log = s.st.Runtime().Logger
+	s.touch() // a generation is activity, whoever started it
 	s.mu.Lock()
 	s.live = g.live
 	s.mu.Unlock()
@@ -553,6 +566,10 @@ func (g *generation) loop(r *http.Request, history []Message, first int, pre fun
 		g.live.abort()
 		g.out.fail(g, err)
 		return
+	}
+	if err := s.afterReply(); err != nil {
+		// Archival is scheduled again by the next reply.
+		g.log.Warn("schedule archival", "session", s.st.Name(), "err", err)
 	}
 	end, subs := g.live.end(g.msg)
 	s.mu.Lock()

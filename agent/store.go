@@ -42,7 +42,7 @@ CREATE TABLE message_chunks (
 ) WITHOUT ROWID;
 `}, {SQL: `
 ALTER TABLE messages ADD COLUMN rounds INTEGER NOT NULL DEFAULT 0;
-`}, sessionScheduler.Migration(), {SQL: approvalsTable}, {SQL: revSQL}}
+`}, sessionScheduler.Migration(), {SQL: approvalsTable}, {SQL: revSQL}, {SQL: archiveSQL}}
 
 // revSQL gives messages a rev column: a random stamp the triggers set
 // whenever a message changes, by whatever code. A message read before
@@ -75,6 +75,7 @@ END;
 type store struct {
 	st    *cairn.State
 	cache *msgCache // decoded messages recent returned last; nil: none
+	svc   *Service  // for the archive; nil: hot messages only
 }
 
 // msgCache holds decoded messages by ID, with their rev stamps.
@@ -88,7 +89,10 @@ type cachedMessage struct {
 }
 
 // insert appends m at the end of the history.
-func (s store) insert(m *Message) error {
+func (s store) insert(m *Message) error { return s.insertAt(m, nil) }
+
+// insertAt inserts m with seq (nil: after every message, see nextSeq).
+func (s store) insertAt(m *Message, seq any) error {
 	parts, chunks, err := encodeParts(m.Parts)
 	if err != nil {
 		return err
@@ -98,8 +102,8 @@ func (s store) insert(m *Message) error {
 		in, out = m.Usage.InputTokens, m.Usage.OutputTokens
 	}
 	if _, err := s.st.Exec(`INSERT INTO messages (seq, id, role, status, created_at, input_tokens, output_tokens, model, error, parts, chunks, rounds)
-		VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM messages), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		m.ID, string(m.Role), string(m.Status), m.CreatedAt.UnixMilli(), in, out, m.Model, m.Error, parts, len(chunks), m.Rounds); err != nil {
+		VALUES (COALESCE(?, `+nextSeq+`), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		seq, m.ID, string(m.Role), string(m.Status), m.CreatedAt.UnixMilli(), in, out, m.Model, m.Error, parts, len(chunks), m.Rounds); err != nil {
 		return fmt.Errorf("insert message: %w", err)
 	}
 	return s.putChunks(m.ID, chunks)
@@ -191,35 +195,6 @@ func encodeParts(parts []Part) ([]byte, [][]byte, error) {
 }
 
 const messageColumns = `id, role, status, created_at, input_tokens, output_tokens, model, error, parts, chunks, rounds`
-
-// page returns up to limit messages before the message with ID before (or
-// the newest, if before is ""), newest first, and whether older ones exist.
-func (s store) page(before string, limit int) ([]Message, bool, error) {
-	after := int64(1) << 62 // beyond any seq
-	if before != "" {
-		if !validMessageID(before) {
-			return nil, false, cairn.Errorf(cairn.Invalid, "before must be a message id")
-		}
-		seq, ok, err := s.seq(before)
-		if err != nil {
-			return nil, false, err
-		}
-		if !ok {
-			return nil, false, cairn.Errorf(cairn.Invalid, "no message %s in this session", before)
-		}
-		after = seq
-	}
-	rows, err := s.st.Query(`SELECT `+messageColumns+` FROM messages WHERE seq < ? ORDER BY seq DESC LIMIT ?`, after, limit+1)
-	if err != nil {
-		return nil, false, fmt.Errorf("page messages: %w", err)
-	}
-	more := len(rows.Values) > limit
-	if more {
-		rows.Values = rows.Values[:limit]
-	}
-	msgs, err := s.decode(rows)
-	return msgs, more, err
-}
 
 // recent returns the last n complete messages, oldest first: the context
 // sent to the model. Messages unchanged since the last call (same rev)
