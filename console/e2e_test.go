@@ -15,10 +15,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	_ "time/tzdata" // the schedules the browser adds name a zone
 
 	"github.com/cairn-dev/cairn"
 	"github.com/cairn-dev/cairn/agent"
@@ -62,15 +64,17 @@ func (slowProvider) Stream(ctx context.Context, req *agent.Request) iter.Seq[age
 			}
 		}
 		// Asked to, it calls the tool "lookup" in its first round (the
-		// reply so far is the last message in later rounds).
+		// reply so far is the last message in later rounds), with an ID
+		// of its own in the session.
 		firstRound := len(req.Messages) == 0 || req.Messages[len(req.Messages)-1].Role != agent.Assistant
 		if firstRound && strings.Contains(last, "[tool]") {
+			id := fmt.Sprintf("call_%d", len(req.Messages))
 			for _, piece := range []string{`{"q":`, `"weather"}`} {
-				if !sleep() || !yield(agent.Event{Type: agent.EventToolCallDelta, ToolCall: &agent.ToolCall{Index: 0, ID: "call_1", Name: "lookup", Input: piece}}) {
+				if !sleep() || !yield(agent.Event{Type: agent.EventToolCallDelta, ToolCall: &agent.ToolCall{Index: 0, ID: id, Name: "lookup", Input: piece}}) {
 					return
 				}
 			}
-			if !yield(agent.Event{Type: agent.EventToolCall, ToolCall: &agent.ToolCall{ID: "call_1", Name: "lookup", Input: `{"q":"weather"}`}}) {
+			if !yield(agent.Event{Type: agent.EventToolCall, ToolCall: &agent.ToolCall{ID: id, Name: "lookup", Input: `{"q":"weather"}`}}) {
 				return
 			}
 			yield(agent.Event{Type: agent.EventDone, FinishReason: "tool_calls"})
@@ -98,6 +102,81 @@ func (slowProvider) Stream(ctx context.Context, req *agent.Request) iter.Seq[age
 type testServer struct {
 	url    string
 	secret string // the admin token's; "" with auth off
+	cutter *streamCutter
+}
+
+// streamCutter drops the connection of the first approval of session
+// careful/e2e-approve that continues a reply, right after the reply's
+// first text-delta event, as a network failure would; the page is to
+// resume the reply's stream from the last event it saw. It records the
+// Last-Event-ID of the resumed streams.
+type streamCutter struct {
+	next http.Handler
+
+	mu      sync.Mutex
+	cut     bool
+	resumed []string
+}
+
+func (c *streamCutter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if r.Method == http.MethodGet && strings.HasPrefix(p, "/v1/agents/careful/e2e-approve/messages/") && strings.HasSuffix(p, "/stream") {
+		c.mu.Lock()
+		c.resumed = append(c.resumed, r.Header.Get("Last-Event-ID"))
+		c.mu.Unlock()
+	}
+	if r.Method == http.MethodPost && strings.HasPrefix(p, "/v1/agents/careful/e2e-approve/approvals/") {
+		c.mu.Lock()
+		first := !c.cut
+		c.cut = true
+		c.mu.Unlock()
+		if first {
+			w = &cutWriter{ResponseWriter: w}
+		}
+	}
+	c.next.ServeHTTP(w, r)
+}
+
+// resumes returns the Last-Event-ID headers of the resumed streams.
+func (c *streamCutter) resumes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.resumed)
+}
+
+// cutWriter closes the connection under a response once a text-delta
+// event went out; later writes fail.
+type cutWriter struct {
+	http.ResponseWriter
+
+	mu   sync.Mutex
+	gone bool
+}
+
+func (w *cutWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.gone {
+		return 0, net.ErrClosed
+	}
+	n, err := w.ResponseWriter.Write(b)
+	if err == nil && bytes.Contains(b, []byte("event: text-delta")) {
+		rc := http.NewResponseController(w.ResponseWriter)
+		rc.Flush()
+		if conn, _, err := rc.Hijack(); err == nil {
+			conn.Close()
+		}
+		w.gone = true
+	}
+	return n, err
+}
+
+func (w *cutWriter) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.gone {
+		http.NewResponseController(w.ResponseWriter).Flush()
+	}
 }
 
 func startServer(tb testing.TB, secret string) *testServer {
@@ -120,8 +199,11 @@ func startServer(tb testing.TB, secret string) *testServer {
 		Call: func(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
 			return json.RawMessage(`{"found":"<b>sunny</b>"}`), nil
 		}}
+	gated := lookup
+	gated.NeedsApproval = true
 	svc, err := agent.NewService(agent.Agent{Name: agent.DefaultAgent},
-		agent.Agent{Name: "slow", Provider: slowProvider{}, Model: "slow-1", Tools: []agent.Tool{lookup}})
+		agent.Agent{Name: "slow", Provider: slowProvider{}, Model: "slow-1", Tools: []agent.Tool{lookup}},
+		agent.Agent{Name: "careful", Provider: slowProvider{}, Model: "slow-careful", Tools: []agent.Tool{gated}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -139,9 +221,10 @@ func startServer(tb testing.TB, secret string) *testServer {
 		srv.Tokens = []cairnhttp.Token{{Name: "admin", Secret: secret, Admin: true}}
 	}
 	h := console.Handler()
+	cutter := &streamCutter{next: svc.Handler()}
 	srv.Routes = []cairnhttp.Route{
 		{Pattern: "/v1/agents", Handler: svc.Handler(), Namespace: agent.Namespace, Name: "agents"},
-		{Pattern: "/v1/agents/", Handler: svc.Handler(), Namespace: agent.Namespace, Name: "agents"},
+		{Pattern: "/v1/agents/", Handler: cutter, Namespace: agent.Namespace, Name: "agents"},
 		{Pattern: "GET /{$}", Handler: h, Public: true, Name: "console"},
 		{Pattern: "GET " + console.Prefix, Handler: h, Public: true, Name: "console"},
 	}
@@ -162,7 +245,7 @@ func startServer(tb testing.TB, secret string) *testServer {
 			tb.Errorf("serve: %v", err)
 		}
 	})
-	return &testServer{url: "http://" + ln.Addr().String(), secret: secret}
+	return &testServer{url: "http://" + ln.Addr().String(), secret: secret, cutter: cutter}
 }
 
 // do calls the API with the admin token; it fails the test on a status
@@ -308,6 +391,38 @@ FROM c`, "args": []any{bigN}}, 200)
 	s.do(tb, "POST", q+"nack", map[string]any{"id": c.Messages[0].ID, "receipt": c.Messages[0].Receipt, "reason": "<b>broken</b> input"}, 200)
 }
 
+// approveSession is the session whose tool calls wait for approval.
+const approveSession = "/v1/agents/careful/e2e-approve"
+
+// lastReply returns the newest assistant message of approveSession.
+func (s *testServer) lastReply(tb testing.TB) (agent.Message, error) {
+	tb.Helper()
+	_, b := s.do(tb, "GET", approveSession+"/messages?limit=10", nil, 200)
+	var p struct{ Messages []agent.Message }
+	json.Unmarshal(b, &p)
+	for _, m := range p.Messages {
+		if m.Role == agent.Assistant {
+			return m, nil
+		}
+	}
+	return agent.Message{}, fmt.Errorf("no reply over the API: %s", b)
+}
+
+// toolParts returns the last tool call of m and its result.
+func toolParts(m agent.Message) (call, result *agent.Part) {
+	for i := range m.Parts {
+		switch p := &m.Parts[i]; p.Type {
+		case agent.PartToolCall:
+			call, result = p, nil
+		case agent.PartToolResult:
+			if call != nil && p.ToolCallID == call.ToolCallID {
+				result = p
+			}
+		}
+	}
+	return call, result
+}
+
 func findChromium(tb testing.TB) string {
 	tb.Helper()
 	if p := os.Getenv("CAIRN_CHROMIUM"); p != "" {
@@ -400,6 +515,74 @@ func TestConsoleInChromium(t *testing.T) {
 				}
 				if got := p.Messages[1].Text(); !strings.Contains(got, "<script>alert('chat')</script>") {
 					return fmt.Errorf("the user message is %q over the API", got)
+				}
+			case "approval-pending":
+				_, b := s.do(t, "GET", approveSession+"/approvals", nil, 200)
+				var p struct{ Approvals []agent.PendingApproval }
+				json.Unmarshal(b, &p)
+				if len(p.Approvals) != 1 || p.Approvals[0].ToolName != "lookup" {
+					return fmt.Errorf("approvals over the API: %s", b)
+				}
+			case "approval-done":
+				m, err := s.lastReply(t)
+				if err != nil {
+					return err
+				}
+				call, result := toolParts(m)
+				if m.Status != agent.Complete || call == nil || result == nil || call.Approval == nil || call.Approval.Approved == nil || !*call.Approval.Approved ||
+					!strings.Contains(string(result.Output), "sunny") || !strings.HasPrefix(m.Text(), "this is a slow reply") {
+					return fmt.Errorf("the approved reply over the API: %+v", m)
+				}
+				// The page lost the approval's stream after the first text
+				// and resumed it from the last event it had.
+				resumed := false
+				for _, id := range s.cutter.resumes() {
+					n, ok := strings.CutPrefix(id, m.ID+":")
+					resumed = resumed || ok && n != "0"
+				}
+				if !resumed {
+					return fmt.Errorf("no stream of %s was resumed with a Last-Event-ID (resumed: %q)", m.ID, s.cutter.resumes())
+				}
+			case "denial-done":
+				m, err := s.lastReply(t)
+				if err != nil {
+					return err
+				}
+				call, result := toolParts(m)
+				if m.Status != agent.Complete || call == nil || result == nil || call.Approval == nil || call.Approval.Approved == nil ||
+					*call.Approval.Approved || call.Approval.Reason != "not now" || !result.IsError {
+					return fmt.Errorf("the denied reply over the API: %+v", m)
+				}
+			case "state-put":
+				s.do(t, "PUT", approveSession+"/state", map[string]any{"mood": "<script>alert('state')</script>", "n": 1}, 200)
+			case "state-saved":
+				_, b := s.do(t, "GET", approveSession+"/state", nil, 200)
+				var st agent.StateResponse
+				json.Unmarshal(b, &st)
+				if st.Version != 2 || string(st.State) != `{"from":"console","n":2}` && string(st.State) != `{"n":2,"from":"console"}` {
+					return fmt.Errorf("the state over the API: %s", b)
+				}
+			case "schedules-added", "schedule-cancelled":
+				_, b := s.do(t, "GET", approveSession+"/schedules", nil, 200)
+				var p struct{ Schedules []agent.Schedule }
+				json.Unmarshal(b, &p)
+				got := map[string]agent.Schedule{}
+				for _, sc := range p.Schedules {
+					got[sc.ID] = sc
+				}
+				week, ok := got["e2e-weekday"]
+				if !ok || week.Type != "cron" || week.Cron != "0 9 * * 1-5" || week.TZ != "Europe/Berlin" {
+					return fmt.Errorf("the cron schedule over the API: %s", b)
+				}
+				later, ok := got["e2e-later"]
+				if ask == "schedule-cancelled" {
+					if ok || len(got) != 1 {
+						return fmt.Errorf("e2e-later is still scheduled over the API: %s", b)
+					}
+					break
+				}
+				if !ok || later.Type != "delayed" || later.DelaySeconds != 3600 || later.Message != "remind me <b>later</b>" {
+					return fmt.Errorf("the delayed schedule over the API: %s", b)
 				}
 			case "presence-join":
 				s.do(t, "POST", "/v1/objects/presence/standup/heartbeat", map[string]any{"member": "ada", "ttl_ms": 3000,

@@ -90,7 +90,7 @@ async function newPage(viewport) {
     const allowed =
       (s === 401 && p === '/v1/admin/stats') || // before sign-in, and the wrong token
       (s === 400 && p.endsWith('/sql')) || // the SQL error, on purpose
-      ((s === 404 || s === 405) && /\/(state|schedules|approvals)$/.test(p)) || // agent panels not in this API yet
+      (s === 400 && p.endsWith('/schedules') && r.request().method() === 'POST') || // the bad cron, on purpose
       (s === 404 && /^\/v1\/admin\/objects\/[^/]+\/[^/]+$/.test(p)); // an object with no storage yet
     if (!allowed) problems.push(`${r.request().method()} ${p} answered ${s}`);
   });
@@ -322,15 +322,10 @@ async function agents(page) {
   assert(user === text, 'the user message is shown as text');
   await notPwned(page, 'chat');
   await ask('chat-done');
-  // The panels for state, schedules and approvals show when the session
-  // API has their route, and stay hidden while it does not.
-  for (const name of ['state', 'schedules', 'approvals']) {
-    const r = await fetch(`${BASE}v1/agents/slow/e2e-chat/${name}`, { headers: SECRET ? { Authorization: 'Bearer ' + SECRET } : {} });
-    const panel = page.locator(`[data-extra="${name}"]`);
-    if (r.ok) await panel.waitFor({ state: 'visible' });
-    else assert(await panel.isHidden(), `the ${name} panel is hidden (the route answers ${r.status})`);
-    log(`  ${name} panel: route ${r.status}, ${r.ok ? 'shown' : 'hidden'}`);
-  }
+  // The session's panels: approvals, state, schedules.
+  for (const name of ['state', 'schedules', 'approvals']) await page.locator(`[data-extra="${name}"]`).waitFor({ state: 'visible' });
+  await page.getByText('No tool call waits for approval.').waitFor();
+  await page.getByText('No schedules.').waitFor();
 
   // A reply that calls a tool: the call and its result show up live, then
   // the stored message holds both.
@@ -368,6 +363,153 @@ async function agents(page) {
   results.timings.big_transcript_messages_in_dom = n2;
   await page.locator('li.msg').filter({ has: page.locator('.part-tool') }).first().scrollIntoViewIfNeeded();
   await shot(page, '5-agent-transcript', 'A 100,000-message transcript: tool calls, results, reasoning; loaded a page at a time');
+}
+
+/** sampleLive reads the text of reply id while it streams, until it is stored complete. */
+async function sampleLive(page, id, timeout = 20000) {
+  const seen = [];
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeout) {
+    const s = await page.evaluate((id) => {
+      const li = [...document.querySelectorAll('li.msg.role-assistant')].find((x) => x.dataset.id === id);
+      if (!li) return { gone: true };
+      if (li.dataset.status !== 'streaming') return { status: li.dataset.status };
+      const el = [...li.querySelectorAll('div.part-text')].filter((x) => !x.closest('details')).pop();
+      return { text: el ? el.textContent : '' };
+    }, id);
+    if (s.status === 'complete') return seen;
+    if (s.text && seen[seen.length - 1] !== s.text) seen.push(s.text);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`reply ${id} did not complete (saw ${seen.length} versions)`);
+}
+
+async function approvals(page) {
+  await go(page, '#/agents/careful/e2e-approve', 'e2e-approve');
+  await page.getByText('No tool call waits for approval.').waitFor();
+  // A tool that needs approval: the reply parks, the call waits in the
+  // transcript and in the panel.
+  await page.getByLabel('Message').fill('[tool] deploy it');
+  await page.getByLabel('Message').press('Enter');
+  const parked = page.locator('li.msg.role-assistant[data-status="awaiting-approval"]');
+  await parked.waitFor({ timeout: 15000 });
+  await parked.locator('[data-approval="pending"]').waitFor();
+  const id = await parked.getAttribute('data-id');
+  const item = page.locator('li.approval-item');
+  await item.waitFor({ timeout: 10000 });
+  assert(await item.count() === 1, 'one approval is pending');
+  const input = await item.locator('pre').textContent();
+  assert(input.includes('"q": "weather"'), 'the pending call\'s input: ' + input);
+  assert(await page.locator('[data-extra="approvals"]').evaluate((el) => el.classList.contains('attention')), 'the approvals panel asks for attention');
+  await parked.getByRole('button', { name: 'Decide…' }).click();
+  assert(await page.evaluate(() => document.activeElement && document.activeElement.textContent === 'Approve'), '"Decide…" moves the focus to Approve');
+  await ask('approval-pending');
+  await shot(page, '10-agent-approval-pending', 'Session careful/e2e-approve: a reply parked on a tool call awaiting approval; the Approvals panel with Approve / Deny');
+
+  // Approve: the reply goes on and streams into the same message. The
+  // server drops the connection after its first text; the page resumes
+  // from the last event it saw (Last-Event-ID).
+  await page.getByRole('button', { name: /^Approve lookup/ }).click();
+  const seen = await sampleLive(page, id);
+  const done = page.locator(`li.msg.role-assistant[data-status="complete"][data-id="${id}"]`);
+  await done.waitFor();
+  const reply = await done.locator('div.part-text:not(details .part-text)').last().textContent();
+  assert(reply === 'this is a slow reply, streamed one word at a time, to: [tool] deploy it', 'the reply after approval: ' + reply);
+  log('approval: saw', seen.length, 'versions of the continued reply');
+  assert(seen.length >= 3, `the continued reply streamed (saw ${seen.length} versions)`);
+  for (const t of seen) assert(reply.startsWith(t), `a streamed version is a prefix of the reply (no gap, no repeat): ${JSON.stringify(t)}`);
+  assert(await done.locator('[data-approval="approved"]').count() === 1, 'the call shows it was approved');
+  const heads = await done.locator('.part-tool .part-head').allTextContents();
+  assert(heads.some((x) => x.startsWith('Tool result lookup')), 'the tool result after approval: ' + heads);
+  const out = await done.locator('.part-tool pre').last().textContent();
+  assert(out.includes('"found": "<b>sunny</b>"'), 'the tool result is shown as text: ' + out);
+  await page.getByText('No tool call waits for approval.').waitFor();
+  await notPwned(page, 'approval');
+  await ask('approval-done');
+  await shot(page, '11-agent-approved', 'The approved call, its result and the reply that went on (streamed, resumed after a dropped connection)');
+
+  // Deny, by keyboard, with a reason.
+  await page.getByLabel('Message').fill('[tool] and again');
+  await page.getByLabel('Message').press('Enter');
+  await page.locator('li.approval-item').waitFor({ timeout: 15000 });
+  const parked2 = page.locator('li.msg.role-assistant[data-status="awaiting-approval"]');
+  await parked2.waitFor({ timeout: 15000 });
+  const id2 = await parked2.getAttribute('data-id');
+  await page.locator('li.approval-item').getByLabel('Reason').fill('not now');
+  await page.keyboard.press('Tab');
+  assert(await page.evaluate(() => document.activeElement.textContent) === 'Approve', 'Tab goes from the reason to Approve');
+  await page.keyboard.press('Tab');
+  assert(await page.evaluate(() => document.activeElement.textContent) === 'Deny', 'then to Deny');
+  await page.keyboard.press('Enter');
+  const denied = page.locator(`li.msg.role-assistant[data-status="complete"][data-id="${id2}"]`);
+  await denied.waitFor({ timeout: 20000 });
+  const line = await denied.locator('[data-approval="denied"]').textContent();
+  assert(line === 'Denied: not now', 'the call shows it was denied: ' + line);
+  assert((await denied.locator('.part-tool .part-head').allTextContents()).some((x) => x.startsWith('Tool call denied lookup')), 'the denied result');
+  await page.getByText('No tool call waits for approval.').waitFor();
+  assert(await page.evaluate(() => document.activeElement && document.activeElement.id === 'approvals-title'), 'the focus is on the panel after deciding');
+  await ask('denial-done');
+  log('approvals: approved (with a resumed stream) and denied (by keyboard)');
+}
+
+async function sessionState(page) {
+  // The session's state, live: a change over the API shows without a reload.
+  const shown = page.locator('pre.state-json');
+  await waitUntil('the state', async () => (await shown.textContent()) === 'null (never set)');
+  await ask('state-put');
+  await waitUntil('the state put over the API', async () => (await shown.textContent()).includes(`"mood": "<script>alert('state')</script>"`), 10000);
+  assert(await page.locator('[data-version="1"]').count() === 1, 'version 1 is shown');
+  await notPwned(page, 'state');
+
+  // The editor: invalid JSON is said plainly and cannot be saved.
+  await page.getByRole('button', { name: 'Edit state' }).click();
+  const area = page.getByLabel('New state (JSON)');
+  assert((await area.inputValue()).includes('"n": 1'), 'the editor starts from the state');
+  await area.fill('{"n": 2,');
+  await page.locator('#state-check', { hasText: /^Not valid JSON: / }).waitFor();
+  assert(await page.getByRole('button', { name: 'Save state' }).isDisabled(), 'invalid JSON cannot be saved');
+  assert(await area.getAttribute('aria-invalid') === 'true', 'the field is marked invalid');
+  await area.fill('{"n": 2, "from": "console"}');
+  await page.locator('#state-check', { hasText: 'Valid JSON.' }).waitFor();
+  await page.getByRole('button', { name: 'Save state' }).click();
+  await waitUntil('the saved state', async () => (await shown.textContent()).includes('"from": "console"'));
+  assert(await page.locator('[data-version="2"]').count() === 1, 'version 2 is shown');
+  await ask('state-saved');
+  log('state: live update and editor checked');
+}
+
+async function schedules(page) {
+  const add = page.getByRole('button', { name: 'Add schedule' });
+  await page.getByLabel('Fires').selectOption('delay');
+  await page.getByLabel('Delay (seconds)').fill('3600');
+  await page.getByLabel('Send to the model').fill('remind me <b>later</b>');
+  await page.locator('#sched-id').fill('e2e-later');
+  await add.click();
+  await page.locator('li.schedule[data-schedule="e2e-later"]').waitFor();
+  await page.getByLabel('Fires').selectOption('cron');
+  assert(await page.getByLabel('Delay (seconds)').isHidden(), 'only the cron fields show');
+  await page.getByLabel('Cron expression').fill('not a cron');
+  await add.click();
+  const err = page.locator('[data-extra="schedules"]').getByRole('alert');
+  await err.waitFor();
+  assert((await err.textContent()).startsWith('invalid: '), 'a bad cron is shown as the API words it: ' + await err.textContent());
+  await page.getByLabel('Cron expression').fill('0 9 * * 1-5');
+  await page.getByLabel('Time zone').fill('Europe/Berlin');
+  await page.locator('#sched-id').fill('e2e-weekday');
+  await add.click();
+  await page.locator('li.schedule[data-schedule="e2e-weekday"]').waitFor();
+  const msg = await page.locator('li.schedule[data-schedule="e2e-later"] dd.part-text').textContent();
+  assert(msg === 'remind me <b>later</b>', 'the schedule\'s message is shown as text: ' + msg);
+  await ask('schedules-added');
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot(page, '12-agent-state-schedules', 'Session careful/e2e-approve: transcript, state (live, version 2), two schedules (delay and cron in Europe/Berlin)');
+  // Cancel one: two presses.
+  const cancel = page.getByRole('button', { name: 'Cancel schedule e2e-later' });
+  await cancel.click();
+  await cancel.click();
+  await page.locator('li.schedule[data-schedule="e2e-later"]').waitFor({ state: 'detached' });
+  await ask('schedule-cancelled');
+  log('schedules: added (delay, cron), refused (bad cron), cancelled');
 }
 
 async function coordination(page) {
@@ -413,6 +555,7 @@ async function phone() {
   for (const [hash, heading, name, what] of [
     ['#/objects/kv/o/e2e-kv', 'e2e-kv', '8-phone-object', 'Object page at phone width (390 px)'],
     ['#/agents/slow/e2e-chat', 'e2e-chat', '9-phone-chat', 'Agent chat at phone width (390 px)'],
+    ['#/agents/careful/e2e-approve', 'e2e-approve', '13-phone-session-panels', 'Session with approvals, state and schedules at phone width (390 px)'],
   ]) {
     await go(page, hash, heading);
     await page.waitForTimeout(500);
@@ -432,6 +575,9 @@ try {
     await objectList(page);
     await objectPage(page);
     await agents(page);
+    await approvals(page);
+    await sessionState(page);
+    await schedules(page);
     await coordination(page);
     await phone();
     // Sign out: the token is gone from the tab.
