@@ -1,8 +1,8 @@
 // Package console is cairn's web console: a few static pages (plain HTML,
 // CSS and ES modules, embedded in the binary, no build step) that show and
 // edit what the HTTP API reaches: namespaces and objects with their KV,
-// SQL, alarm and sockets, agent sessions with a live chat, and the
-// coordination objects. The pages call the API from the browser with the
+// SQL, alarm and sockets, agent sessions (a live chat, approvals of tool
+// calls, the session's state and schedules), and the coordination objects. The pages call the API from the browser with the
 // admin token the user signs in with; the server side is only this file
 // server.
 //
