@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cairn-dev/cairn"
 )
@@ -73,6 +74,7 @@ type SyncStats struct {
 	Syncfs   int64 // batches made durable with syncfs(2)
 	Files    int64 // files fdatasynced or fsynced, in or outside the stage
 	Failures int64 // failed syncfs calls
+	Nanos    int64 // time the stage spent syncing batches
 }
 
 // syncer makes writes durable for an engine: the node-wide sync stage.
@@ -100,7 +102,7 @@ type syncer struct {
 	failures atomic.Uint64 // failed syncfs calls so far: the epoch
 
 	// Counters for SyncStats.
-	requests, batches, syncfsCalls, files atomic.Int64
+	requests, batches, syncfsCalls, files, nanos atomic.Int64
 
 	mu      sync.Mutex
 	pending []*syncReq
@@ -251,6 +253,8 @@ func (s *syncer) loop() {
 // run makes one batch durable and acknowledges its requests.
 func (s *syncer) run(batch []*syncReq) {
 	s.batches.Add(1)
+	start := time.Now()
+	defer func() { s.nanos.Add(int64(time.Since(start))) }()
 	seen := make(map[string]bool)
 	var files []syncFile
 	for _, r := range batch {
@@ -326,6 +330,7 @@ func (s *syncer) stats() SyncStats {
 		Syncfs:   s.syncfsCalls.Load(),
 		Files:    s.files.Load(),
 		Failures: int64(s.failures.Load()),
+		Nanos:    s.nanos.Load(),
 	}
 }
 

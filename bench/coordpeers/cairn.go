@@ -21,18 +21,23 @@ import (
 // cairnSystem is cairn as `cairn serve --durability disk` runs it: the
 // runtime on SQLite, the coord classes, the HTTP server on loopback.
 type cairnSystem struct {
+	eng  *sqlite.Engine
 	rt   *cairn.Runtime
 	srv  *cairnhttp.Server
 	url  string
 	errc chan error
 }
 
-func startCairn(dir, durability string, log *slog.Logger) (*cairnSystem, error) {
+func startCairn(dir, durability, syncMode string, log *slog.Logger) (*cairnSystem, error) {
 	level, err := cairn.ParseDurability(durability)
 	if err != nil {
 		return nil, err
 	}
-	eng, err := sqlite.Open(dir, level)
+	mode, err := sqlite.ParseSyncMode(syncMode)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := sqlite.OpenWith(dir, level, sqlite.Options{Sync: mode})
 	if err != nil {
 		return nil, err
 	}
@@ -56,9 +61,31 @@ func startCairn(dir, durability string, log *slog.Logger) (*cairnSystem, error) 
 		rt.Close(context.Background())
 		return nil, err
 	}
-	s := &cairnSystem{rt: rt, srv: srv, url: "http://" + ln.Addr().String(), errc: make(chan error, 1)}
+	s := &cairnSystem{eng: eng, rt: rt, srv: srv, url: "http://" + ln.Addr().String(), errc: make(chan error, 1)}
 	go func() { s.errc <- srv.Serve(ln) }()
 	return s, nil
+}
+
+// diag reports the runtime's commits and the engine's syncs over the
+// measured time.
+func (s *cairnSystem) diag() func() string {
+	rt0, sy0 := s.rt.Stats(), s.eng.SyncStats()
+	return func() string {
+		rt1, sy1 := s.rt.Stats(), s.eng.SyncStats()
+		commits := rt1.Commits - rt0.Commits
+		if commits == 0 {
+			return "no commits"
+		}
+		out := fmt.Sprintf("%d commits of %.1f turns, %.2fms commit to durable",
+			commits, float64(rt1.CommitTurns-rt0.CommitTurns)/float64(commits),
+			float64(rt1.CommitNanos-rt0.CommitNanos)/float64(commits)/1e6)
+		if b := sy1.Batches - sy0.Batches; b > 0 || sy1.Files > sy0.Files {
+			out += fmt.Sprintf("; sync (%s): %d requests, %d batches (%.2fms each), %d syncfs, %d files",
+				s.eng.SyncMode(), sy1.Requests-sy0.Requests, b, float64(sy1.Nanos-sy0.Nanos)/float64(max(b, 1))/1e6,
+				sy1.Syncfs-sy0.Syncfs, sy1.Files-sy0.Files)
+		}
+		return out
+	}
 }
 
 func (s *cairnSystem) close() error {

@@ -32,8 +32,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/cairn-dev/cairn/sqlite"
 )
 
 func main() {
@@ -56,6 +59,7 @@ type options struct {
 	data       string
 	cpuprofile string
 	durability string
+	sync       string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -70,7 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.redis, "redis-server", "redis-server", "the redis-server binary")
 	fs.StringVar(&o.data, "data", "", "directory for the systems' data (default: a temporary directory, removed at the end)")
 	fs.StringVar(&o.durability, "cairn-durability", "disk", "cairn's durability: disk (fsync before answering, the fair comparison) or process (to see what fsync costs)")
-	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the cairn runs (server and clients: one process) to this file")
+	fs.StringVar(&o.sync, "cairn-sync", "auto", "how cairn makes commits durable at disk: auto, syncfs or files (sqlite.SyncMode)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured part of the cairn runs (server and clients: one process) to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -95,6 +100,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.durability != "disk" && o.durability != "process" {
 		return o, fmt.Errorf("--cairn-durability: want disk or process, not %q", o.durability)
+	}
+	if _, err := sqlite.ParseSyncMode(o.sync); err != nil {
+		return o, fmt.Errorf("--cairn-sync: %w", err)
 	}
 	if o.clients < 1 || o.duration <= 0 || o.warmup < 0 {
 		return o, errors.New("--clients and --duration must be positive")
@@ -139,8 +147,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		defer os.RemoveAll(o.data)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	fmt.Fprintf(stdout, "coordpeers: %d clients, %s per run after %s warmup, %d CPUs, %s; cairn durability %s; data in %s\n",
-		o.clients, o.duration, o.warmup, runtime.NumCPU(), runtime.Version(), o.durability, o.data)
+	fmt.Fprintf(stdout, "coordpeers: %d clients, %s per run after %s warmup, %d CPUs, %s; cairn durability %s, sync %s; data in %s\n",
+		o.clients, o.duration, o.warmup, runtime.NumCPU(), runtime.Version(), o.durability, o.sync, o.data)
 
 	var rows []row
 	for _, name := range o.systems {
@@ -169,11 +177,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 					sys.close()
 					return err
 				}
-				pprof.StartCPUProfile(prof)
 			}
-			r.res, err = measure(ctx, sys, n, o)
+			r.res, err = measure(ctx, sys, n, o, prof)
 			if prof != nil {
-				pprof.StopCPUProfile()
 				prof.Close()
 			}
 			if cerr := sys.close(); err == nil && cerr != nil {
@@ -182,8 +188,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("%s, %d locks: %w", name, n, err)
 			}
-			fmt.Fprintf(stdout, "%-15s %5d locks: %8.0f round trips/s  p50 %-8s p99 %-8s (%d errors)\n",
-				name, n, r.res.rps(), ms(r.res.p50), ms(r.res.p99), r.res.errors)
+			fmt.Fprintf(stdout, "%-15s %5d locks: %8.0f round trips/s  p50 %-8s p99 %-8s cpu %4.0fus/rt (%d errors)\n",
+				name, n, r.res.rps(), ms(r.res.p50), ms(r.res.p99), float64(r.res.cpuPerOp())/1e3, r.res.errors)
+			if r.res.diag != "" {
+				fmt.Fprintf(stdout, "%-15s %5d locks:   %s\n", "", n, r.res.diag)
+			}
 			rows = append(rows, r)
 		}
 	}
@@ -197,7 +206,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 func start(ctx context.Context, name, dir string, o options, log *slog.Logger) (system, string, error) {
 	switch name {
 	case "cairn":
-		s, err := startCairn(dir, o.durability, log)
+		s, err := startCairn(dir, o.durability, o.sync, log)
 		return s, "", err
 	case "redis-always", "redis-everysec":
 		return startRedis(ctx, o.redis, dir, strings.TrimPrefix(name, "redis-"), o.clients)
@@ -212,7 +221,8 @@ func start(ctx context.Context, name, dir string, o options, log *slog.Logger) (
 func lockName(n, i int) string { return "bench-" + strconv.Itoa(n) + "-" + strconv.Itoa(i) }
 
 // measure runs o.clients clients against sys on n locks.
-func measure(ctx context.Context, sys system, n int, o options) (result, error) {
+// If prof is not nil, the measured time is CPU-profiled into it.
+func measure(ctx context.Context, sys system, n int, o options, prof io.Writer) (result, error) {
 	clients := make([]locker, o.clients)
 	defer func() {
 		for _, c := range clients {
@@ -286,18 +296,34 @@ func measure(ctx context.Context, sys system, n int, o options) (result, error) 
 		}()
 	}
 	sleep(ctx, o.warmup)
+	if prof != nil {
+		pprof.StartCPUProfile(prof)
+	}
+	var diagEnd func() string
+	if d, ok := sys.(diagnoser); ok {
+		diagEnd = d.diag()
+	}
+	cpu0 := cpuTime()
 	measuring.Store(true)
 	t0 := time.Now()
 	sleep(ctx, o.duration)
 	measuring.Store(false)
 	elapsed := time.Since(t0)
+	cpu := cpuTime() - cpu0
+	var diag string
+	if diagEnd != nil {
+		diag = diagEnd()
+	}
+	if prof != nil {
+		pprof.StopCPUProfile()
+	}
 	stop.Store(true)
 	wg.Wait()
 	if ctx.Err() != nil {
 		return result{}, ctx.Err()
 	}
 	var all []time.Duration
-	res := result{elapsed: elapsed}
+	res := result{elapsed: elapsed, cpu: cpu, diag: diag}
 	for i := range clients {
 		all = append(all, lats[i]...)
 		res.errors += errs[i]
@@ -332,6 +358,31 @@ type result struct {
 	errors   int
 	elapsed  time.Duration
 	p50, p99 time.Duration
+	cpu      time.Duration // CPU time of this process while measured
+	diag     string        // what the system says about the measured time
+}
+
+// A diagnoser can say what happened inside it while measured: diag is
+// called at the start and returns what to call at the end.
+type diagnoser interface {
+	diag() func() string
+}
+
+// cpuPerOp is the CPU time of this process per successful round trip.
+func (r result) cpuPerOp() time.Duration {
+	if r.n == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.n)
+}
+
+// cpuTime returns the CPU time (user and system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (r result) rps() float64 { return float64(r.n) / r.elapsed.Seconds() }
