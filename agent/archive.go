@@ -453,9 +453,9 @@ func (s store) pageAt(before string, limit int, fetch fetcher) (pageResult, erro
 		got := int64(0)
 		for _, ref := range refs {
 			pick = append(pick, ref)
-			if ref.Last < upper {
-				got += ref.Count
-			}
+			// At least this many of its messages are before upper: at
+			// most last-upper+1 seqs of the range are not.
+			got += max(0, ref.Count-max(0, ref.Last-upper+1))
 			if got >= int64(need) {
 				break
 			}

@@ -87,6 +87,17 @@ func NewMetrics(rt *cairn.Runtime) *Metrics {
 	return m
 }
 
+// Register adds collectors of other packages (the agents' storage) to
+// the metrics served.
+func (m *Metrics) Register(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := m.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Handler serves the metrics.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

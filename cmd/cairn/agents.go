@@ -37,6 +37,19 @@ type AgentConfig struct {
 	RequireApproval []string `json:"require_approval"`
 	// ApprovalTimeout denies a call nobody decided on in time (default 24h).
 	ApprovalTimeout Duration `json:"approval_timeout"`
+
+	// HotMessages is how many of a session's latest messages stay in its
+	// database; older ones go to the archive (default 200).
+	HotMessages int `json:"hot_messages"`
+	// ArchiveBatch is the most messages of one archived chunk (default 200).
+	ArchiveBatch int `json:"archive_batch"`
+	// SessionTTL expires a session idle this long: archived whole, its
+	// storage deleted. Absent: 30 days; "0s": never.
+	SessionTTL *Duration `json:"session_ttl"`
+	// RestoreExpired: a request to an expired session restores it
+	// (absent or true) or starts a fresh one and deletes the old archive
+	// (false).
+	RestoreExpired *bool `json:"restore_expired"`
 }
 
 // defaultModel is the model of the default agent when OPENAI_BASE_URL or
@@ -82,6 +95,18 @@ func (m *Main) agentService(cfg Config) (*agent.Service, error) {
 		}
 		a.MaxToolRounds, a.CancelOnDisconnect = ac.MaxToolRounds, ac.CancelOnDisconnect
 		a.RequireApproval, a.ApprovalTimeout = ac.RequireApproval, time.Duration(ac.ApprovalTimeout)
+		a.HotMessages, a.ArchiveBatch = ac.HotMessages, ac.ArchiveBatch
+		if ac.SessionTTL != nil {
+			switch ttl := time.Duration(*ac.SessionTTL); {
+			case ttl < 0:
+				return nil, fmt.Errorf("agent %q: session_ttl %s: want a positive duration, or 0s for never", ac.Name, ttl)
+			case ttl == 0:
+				a.SessionTTL = agent.NeverExpire
+			default:
+				a.SessionTTL = ttl
+			}
+		}
+		a.DiscardExpired = ac.RestoreExpired != nil && !*ac.RestoreExpired
 		for _, name := range ac.Tools {
 			t, ok := agent.Builtin(name)
 			if !ok {

@@ -11,6 +11,7 @@
 //	cairn presence ...     heartbeat, leave and list a room's members
 //	cairn queue ...        enqueue, claim, ack, nack; stats and dead letters
 //	cairn usage            usage per namespace
+//	cairn agents ...       export, archive, delete an agent session; storage usage
 //	cairn bench ...        measure cairn (and the workerd peer) under load
 //	cairn version          print the version
 package main
@@ -73,6 +74,8 @@ Usage:
   cairn presence VERB ROOM [flags]         who is in a room
   cairn queue VERB NAME [flags]            a work queue
   cairn usage                              usage per namespace
+  cairn agents export|usage|archive|delete AGENT [SESSION]
+                                           an agent session's history and storage
   cairn bench [flags]                      load test (cairn vs workerd)
   cairn version                            print the version
 
@@ -93,6 +96,8 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return m.runServe(ctx, rest)
 	case "kv", "call", "sql", "objects", "alarm", "usage":
 		return m.runClient(ctx, cmd, rest)
+	case "agents":
+		return m.runAgents(ctx, rest)
 	case "lock", "leader", "presence", "queue":
 		return m.runCoord(ctx, cmd, rest)
 	case "bench":

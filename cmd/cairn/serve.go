@@ -33,6 +33,7 @@ type Config struct {
 	LogLevel    string            `json:"log_level"`
 	Tokens      []cairnhttp.Token `json:"tokens"`
 	Agents      []AgentConfig     `json:"agents"`
+	Archive     ArchiveConfig     `json:"archive"`
 }
 
 // Duration is a time.Duration written as "60s" in JSON.
@@ -134,6 +135,7 @@ func (m *Main) loadConfig(args []string) (Config, *flag.FlagSet, error) {
 	maxActive := fs.Int("max-active", cfg.MaxActive, "objects kept in memory at most (least recently used are evicted)")
 	maxBody := fs.Int64("max-body-bytes", cfg.MaxBody, "largest request body accepted")
 	logLevel := fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env CAIRN_LOG_LEVEL)")
+	archiveFlags := addArchiveFlags(fs)
 	var tokens tokenFlags
 	fs.Var(&tokens, "token", "bearer token NAME:SECRET:SCOPE, SCOPE being admin or namespaces separated by commas; repeatable (env CAIRN_TOKEN: an admin token's secret)")
 	if err := fs.Parse(args); err != nil {
@@ -193,6 +195,7 @@ func (m *Main) loadConfig(args []string) (Config, *flag.FlagSet, error) {
 	if set["log-level"] {
 		cfg.LogLevel = *logLevel
 	}
+	archiveFlags.apply(m, &cfg, set)
 	for _, s := range tokens {
 		t, err := parseToken(s)
 		if err != nil {
@@ -294,11 +297,21 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 		eng.Close()
 		return errUsage{err.Error()}
 	}
+	arc, arcWhere, err := m.archiveStore(ctx, cfg.Archive, dataDir)
+	if err != nil {
+		eng.Close()
+		return err
+	}
+	agents.Archive = arc
 	if _, err := agents.Register(rt); err != nil {
 		eng.Close()
 		return err
 	}
 	metrics := cairnhttp.NewMetrics(rt)
+	if err := registerAgentMetrics(metrics, agents); err != nil {
+		eng.Close()
+		return err
+	}
 	if err := rt.Open(); err != nil {
 		eng.Close()
 		return err
@@ -330,8 +343,8 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	if len(cfg.Tokens) > 0 {
 		auth = strconv.Itoa(len(cfg.Tokens)) + " token(s)"
 	}
-	fmt.Fprintf(m.Stdout, "cairn %s listening on http://%s\n  data:       %s\n  durability: %s\n  auth:       %s\n",
-		Version, ln.Addr(), dataDir, durability, auth)
+	fmt.Fprintf(m.Stdout, "cairn %s listening on http://%s\n  data:       %s\n  archive:    %s\n  durability: %s\n  auth:       %s\n",
+		Version, ln.Addr(), dataDir, arcWhere, durability, auth)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
