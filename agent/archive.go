@@ -595,6 +595,14 @@ func (s store) trash(keys ...string) error {
 	return nil
 }
 
+// untrash takes key off the trash: it is about to hold a blob again.
+func (s store) untrash(key string) error {
+	if _, err := s.st.Exec(`DELETE FROM archive_trash WHERE key = ?`, key); err != nil {
+		return fmt.Errorf("trash archive blob: %w", err)
+	}
+	return nil
+}
+
 // archivedTotals sums the done chunks.
 type archivedTotals struct {
 	Chunks, Messages, Bytes, RawBytes int64
@@ -859,6 +867,10 @@ func (s *session) archiveOldest(max, batch int, whole bool, run *archiveRun) (bo
 	if _, err := s.st.Exec(`INSERT INTO archive_chunks (`+chunkColumns+`) VALUES (?, ?, ?, ?, 0, 0, ?, ?)`,
 		ref.First, ref.Last, ref.Count, ref.Key, ref.State, ref.Created); err != nil {
 		return false, fmt.Errorf("plan archive chunk: %w", err)
+	}
+	// A stale blob under the same key is overwritten, not deleted after.
+	if err := s.store.untrash(ref.Key); err != nil {
+		return false, err
 	}
 	return s.writeChunk(ref, run)
 }

@@ -15,7 +15,7 @@
 //
 //	GET  /v1/agents                              {"agents":[{"name","provider","model"}]}
 //	POST /v1/agents/{agent}/{session}/messages   {"text":"..."}
-//	GET  /v1/agents/{agent}/{session}/messages   ?before=ID&limit=N (1-200, default 50)
+//	GET  /v1/agents/{agent}/{session}/messages   ?before=CURSOR&limit=N (1-200, default 50)
 //	GET  /v1/agents/{agent}/{session}/messages/{id}/stream   Last-Event-ID or ?after=
 //	POST /v1/agents/{agent}/{session}/cancel     {"cancelled":true|false}
 //	POST /v1/agents/{agent}/{session}/chat/completions   OpenAI chat completions
@@ -23,6 +23,11 @@
 //	GET, POST /v1/agents/{agent}/{session}/schedules; DELETE .../schedules/{id}   (schedules.go)
 //	GET /v1/agents/{agent}/{session}/approvals; POST .../approvals/{toolCallId}   (approval.go)
 //	/agents/{agent}/{session}   the Cloudflare Agents SDK's WebSocket protocol (sdk.go, Service.SDKHandler)
+//	GET  /v1/agents/{agent}/{session}/export     the whole history, JSONL (see Cold storage)
+//	GET  /v1/agents/{agent}/{session}/usage      the session's bytes, hot and archived
+//	POST /v1/agents/{agent}/{session}/archive    archive it now: it expires
+//	DELETE /v1/agents/{agent}/{session}          delete it forever, its archive too
+//	GET  /v1/agents/{agent}/usage                the agent's bytes, hot and archived
 //
 // POST stores the user message, calls the model and answers with the
 // assistant Message as JSON; a provider failure is not an HTTP error: the
@@ -50,8 +55,12 @@
 // tool-call-delta events are pieces of a call's input as the model writes
 // it, and the tool-call event after them has it whole.
 //
-// GET pages the history newest first: {"messages":[...],"next":ID}; pass
-// next as ?before= for the older page. next is absent on the last page.
+// GET pages the history newest first: {"messages":[...],"next":CURSOR};
+// pass next as ?before= for the older page. next is absent on the last
+// page. A cursor is opaque: today a message ID while the page ends among
+// the hot messages, "s" and a sequence number in the archive; a message
+// ID is accepted as ?before= too (one archived since is looked for in the
+// 16 newest chunks, or the request fails with 400: page with next).
 //
 // POST /cancel stops the generation in flight: its reply is stored with
 // status "cancelled", the output so far and an error saying a client
@@ -173,4 +182,64 @@
 // are the message's Part array as JSON; an array over 512 KiB is stored in
 // 512 KiB chunks in table message_chunks, so a message of any size fits
 // under SQLite's per-value limit.
+//
+// # Cold storage
+//
+// With an archive store (Service.Archive; cairn serve's default is a
+// directory, <data>/archive, or S3), each session keeps its last
+// Agent.HotMessages messages (default 200) hot, in its database. Once a
+// reply leaves HotMessages + ArchiveBatch (default 200) or more, the
+// session's alarm (soon after; the reply is not delayed) moves the oldest
+// ones to the archive, in chunks of ArchiveBatch messages (at most 4 MiB
+// of JSON): JSONL of Message with each message's seq, compressed with
+// zstd (archive.EncodeChunk: 4.3x on realistic chat), under the key
+// "agent/{object ID}/c/{first seq}-{last seq}", listed in the session's
+// chunk index (table archive_chunks). Only whole, settled messages move,
+// oldest first: never one streaming, pending or awaiting approval (nor
+// anything after it), and a question stays with its reply. The model's
+// context is the latest MaxHistory complete messages of the hot window,
+// so HotMessages must be at least MaxHistory.
+//
+// A chunk moves in three steps: its index row is committed 'writing';
+// the chunk is Put (durable and verified) with the turn released; then
+// one turn deletes its rows, if unchanged, and marks it 'done'. Reads take
+// a range from its chunk once done, from the hot rows before, so a crash
+// at any point leaves every message readable exactly once; a chunk left
+// 'writing' is written again (or dropped) when the session next
+// activates. Paging, export and resuming a stream read the archive
+// transparently, with the turn released; decoded chunks are cached
+// (Service.ChunkCacheBytes, default 64 MiB, shared). A reply's stream can
+// be resumed from the archive too: a message archived since is looked for
+// in the 16 newest chunks; older ones answer 404 (the history has them).
+//
+// GET /export streams the whole history as JSONL (application/x-ndjson),
+// oldest first, one Message per line as the history shows it; the header
+// X-Message-Count is the count when the export began, so a client can
+// tell a truncated export (the archive failed midway) from a whole one.
+//
+// A session idle for Agent.SessionTTL (default 30 days; NeverExpire to
+// keep sessions forever) expires by its own alarm (a reserved schedule,
+// moved forward by every request, WebSocket frame and generation; not
+// listed by GET /schedules): its messages are archived, then a manifest
+// ("agent/{object ID}/manifest": the chunk index, the session's KV, that
+// is its state, and the seq reached) is Put and verified, then the
+// session's storage is deleted. A session with a reply in flight or
+// parked for approval, a waiting message, an open WebSocket or schedules
+// of its own is not idle. The next request to an expired session restores
+// it: the index and the state come back, new messages continue the seqs,
+// and the newest chunks (MaxHistory messages at least) come back hot, so
+// the model's context is what it was; schedules and approval records are
+// not kept. With Agent.DiscardExpired the session starts fresh instead,
+// and the old archive is deleted. POST /archive expires a session at
+// once (409 if it is busy, or used meanwhile); DELETE deletes it forever:
+// its blobs (the manifest first), then its storage; a crash in between
+// leaves a mark, and the archiver finishes the job (other requests get
+// 409 meanwhile). Without an archive store, every message stays hot and
+// sessions never expire.
+//
+// GET /usage answers SessionUsage: hot bytes (the session's database) and
+// messages, archived bytes, chunks and messages. Each agent's totals,
+// GET /v1/agents/{agent}/usage, come from a tally (an object of namespace
+// UsageNamespace) its sessions report their changes to; see usage.go for
+// what best effort means there.
 package agent

@@ -264,6 +264,10 @@ func (s *session) expire(ctx context.Context, reason string) (Expiry, error) {
 	if err := s.store.setMeta(metaExpiring, 1); err != nil {
 		return out, err
 	}
+	key := manifestKey(s.st.ID())
+	if err := s.store.untrash(key); err != nil {
+		return out, err
+	}
 	// The tally will hold the archive with the manifest (its size is
 	// known once encoded: the field is fixed-width enough to settle in
 	// two rounds).
@@ -274,7 +278,6 @@ func (s *session) expire(ctx context.Context, reason string) (Expiry, error) {
 			return out, err
 		}
 	}
-	key := manifestKey(s.st.ID())
 	err = s.st.Release(func(ctx context.Context) error {
 		if err := s.svc.Archive.Put(ctx, key, blob); err != nil {
 			return err
