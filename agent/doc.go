@@ -235,7 +235,10 @@
 // its blobs (the manifest first), then its storage; a crash in between
 // leaves a mark, and the archiver finishes the job (other requests get
 // 409 meanwhile). Without an archive store, every message stays hot and
-// sessions never expire.
+// sessions never expire. A session that activates for the first time (or
+// after it expired) asks the archive for its manifest: if the archive
+// cannot be reached, the request fails (503) rather than start afresh a
+// session that may have a history.
 //
 // GET /usage answers SessionUsage: hot bytes (the session's database) and
 // messages, archived bytes, chunks and messages. Each agent's totals,

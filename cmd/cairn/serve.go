@@ -85,6 +85,10 @@ ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL, CAIRN_MODEL, default
 claude-sonnet-4-5) point it at Anthropic; with none of them it uses the
 offline echo provider.
 
+Archive: agent sessions' old messages and expired sessions go to DATA/archive,
+or to S3 with --archive-s3-endpoint and --archive-s3-bucket (keys in
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); see docs/configuration.md.
+
 Flags:
 `
 
