@@ -62,8 +62,18 @@ func TestSessionTTL(t *testing.T) {
 	// Activity at 50 min: the deadline moves to 1h50.
 	clock.add(50 * time.Minute)
 	e.must(t, "GET", "/v1/agents/a/s/messages", nil, nil)
+	var at time.Time
+	if err := e.onSession("a/s", func(s *session) error {
+		sc, err := sessionScheduler.Get(s.st, scheduleTTL)
+		at = sc.Time
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := clock.now().Add(time.Hour); !at.Equal(want) {
+		t.Fatalf("TTL schedule at %v after a request, want %v", at, want)
+	}
 	clock.add(20 * time.Minute)
-	time.Sleep(1500 * time.Millisecond) // the alarm loop looks every second: it must find nothing due
 	if e.expired(t, "a/s") {
 		t.Fatal("expired 20 minutes after a request")
 	}
