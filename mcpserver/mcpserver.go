@@ -117,17 +117,20 @@ func (s *Server) registered(ns string) bool {
 	return err == nil
 }
 
-// rpc calls method of the object name of namespace ns.
-func (s *Server) rpc(ctx context.Context, ns, name, method string, arg, res any) error {
+// call calls method of the object name of namespace ns and returns its
+// result, decoded as a Res.
+func call[Res any](ctx context.Context, s *Server, ns, name, method string, arg any) (Res, error) {
+	var res Res
 	n, err := s.rt.Namespace(ns)
 	if err != nil {
-		return err
+		return res, err
 	}
 	stub, err := n.GetByName(name)
 	if err != nil {
-		return err
+		return res, err
 	}
-	return stub.Call(ctx, method, arg, res)
+	err = stub.Call(ctx, method, arg, &res)
+	return res, err
 }
 
 // add registers a tool whose handler returns a JSON-marshalable result or
@@ -274,26 +277,19 @@ func (s *Server) lockTools(srv *mcp.Server) {
 	add(srv, "lock_acquire", "Takes a lock (a lease with a fencing token that strictly increases per lock). "+
 		"Errors: conflict if it is held (and wait_ms is 0), timeout if the wait ran out.",
 		func(ctx context.Context, in lockAcquireArgs) (any, error) {
-			var res coord.AcquireResult
-			err := s.rpc(ctx, "lock", in.Lock, "Acquire", coord.AcquireArgs{Owner: in.Owner, TTLMs: in.TTLMs, WaitMs: in.WaitMs, RequestID: in.RequestID}, &res)
-			return res, err
+			return call[coord.AcquireResult](ctx, s, "lock", in.Lock, "Acquire", coord.AcquireArgs{Owner: in.Owner, TTLMs: in.TTLMs, WaitMs: in.WaitMs, RequestID: in.RequestID})
 		})
 	add(srv, "lock_renew", "Extends a held lock's lease. Conflict if the token is no longer current.",
 		func(ctx context.Context, in lockRenewArgs) (any, error) {
-			var res coord.AcquireResult
-			err := s.rpc(ctx, "lock", in.Lock, "Renew", coord.RenewArgs{Owner: in.Owner, Token: in.Token, TTLMs: in.TTLMs}, &res)
-			return res, err
+			return call[coord.AcquireResult](ctx, s, "lock", in.Lock, "Renew", coord.RenewArgs{Owner: in.Owner, Token: in.Token, TTLMs: in.TTLMs})
 		})
 	add(srv, "lock_release", "Gives a lock back. Conflict if the token is no longer current (the lease ran out).",
 		func(ctx context.Context, in lockReleaseArgs) (any, error) {
-			var res coord.ReleaseResult
-			err := s.rpc(ctx, "lock", in.Lock, "Release", coord.ReleaseArgs{Owner: in.Owner, Token: in.Token, RequestID: in.RequestID}, &res)
-			return res, err
+			return call[coord.ReleaseResult](ctx, s, "lock", in.Lock, "Release", coord.ReleaseArgs{Owner: in.Owner, Token: in.Token, RequestID: in.RequestID})
 		})
 	add(srv, "lock_inspect", "Shows a lock's holder (null if free), last token and waiters.",
 		func(ctx context.Context, in lockName) (any, error) {
-			var res coord.LockInfo
-			err := s.rpc(ctx, "lock", in.Lock, "Inspect", nil, &res)
+			res, err := call[coord.LockInfo](ctx, s, "lock", in.Lock, "Inspect", nil)
 			if res.Waiters == nil {
 				res.Waiters = []coord.Waiter{}
 			}
@@ -326,21 +322,15 @@ func (s *Server) leaderTools(srv *mcp.Server) {
 	add(srv, "leader_campaign", "Runs for leader of a group: elected if there is none (or once the leader resigns "+
 		"or its lease lapses, within wait_ms); a leader that campaigns again renews its lease. The result says who leads.",
 		func(ctx context.Context, in campaignArgs) (any, error) {
-			var res coord.CampaignResult
-			err := s.rpc(ctx, "leader", in.Group, "Campaign", coord.CampaignArgs{Candidate: in.Candidate, TTLMs: in.TTLMs, WaitMs: in.WaitMs, RequestID: in.RequestID}, &res)
-			return res, err
+			return call[coord.CampaignResult](ctx, s, "leader", in.Group, "Campaign", coord.CampaignArgs{Candidate: in.Candidate, TTLMs: in.TTLMs, WaitMs: in.WaitMs, RequestID: in.RequestID})
 		})
 	add(srv, "leader_resign", "Gives up leadership. Conflict if the term is not the current one.",
 		func(ctx context.Context, in resignArgs) (any, error) {
-			var res coord.ResignResult
-			err := s.rpc(ctx, "leader", in.Group, "Resign", coord.ResignArgs{Candidate: in.Candidate, Term: in.Term, RequestID: in.RequestID}, &res)
-			return res, err
+			return call[coord.ResignResult](ctx, s, "leader", in.Group, "Resign", coord.ResignArgs{Candidate: in.Candidate, Term: in.Term, RequestID: in.RequestID})
 		})
 	add(srv, "leader_current", "Shows a group's current leader (empty if none) and term.",
 		func(ctx context.Context, in groupName) (any, error) {
-			var res coord.CampaignResult
-			err := s.rpc(ctx, "leader", in.Group, "Get", nil, &res)
-			return res, err
+			return call[coord.CampaignResult](ctx, s, "leader", in.Group, "Get", nil)
 		})
 }
 
@@ -368,14 +358,11 @@ func (s *Server) presenceTools(srv *mcp.Server) {
 				}
 				a.Metadata = b
 			}
-			var res coord.HeartbeatResult
-			err := s.rpc(ctx, "presence", in.Room, "Heartbeat", a, &res)
-			return res, err
+			return call[coord.HeartbeatResult](ctx, s, "presence", in.Room, "Heartbeat", a)
 		})
 	add(srv, "presence_list", "Lists the members present in a room.",
 		func(ctx context.Context, in roomName) (any, error) {
-			var res coord.PresenceList
-			err := s.rpc(ctx, "presence", in.Room, "List", nil, &res)
+			res, err := call[coord.PresenceList](ctx, s, "presence", in.Room, "List", nil)
 			if res.Members == nil {
 				res.Members = []coord.Member{}
 			}
@@ -420,15 +407,12 @@ func (s *Server) queueTools(srv *mcp.Server) {
 			if err != nil {
 				return nil, cairn.Errorf(cairn.Invalid, "body: %v", err)
 			}
-			var res coord.EnqueueResult
-			err = s.rpc(ctx, "queue", in.Queue, "Enqueue", coord.EnqueueArgs{Body: b, DelayMs: in.DelayMs, DedupKey: in.DedupKey}, &res)
-			return res, err
+			return call[coord.EnqueueResult](ctx, s, "queue", in.Queue, "Enqueue", coord.EnqueueArgs{Body: b, DelayMs: in.DelayMs, DedupKey: in.DedupKey})
 		})
 	add(srv, "queue_claim", "Claims messages from a work queue: each is hidden from others until visibility_ms "+
 		"runs out; ack it when done, or it is delivered again.",
 		func(ctx context.Context, in claimArgs) (any, error) {
-			var res coord.ClaimResult
-			err := s.rpc(ctx, "queue", in.Queue, "Claim", coord.ClaimArgs{Max: in.Max, VisibilityMs: in.VisibilityMs, RequestID: in.RequestID}, &res)
+			res, err := call[coord.ClaimResult](ctx, s, "queue", in.Queue, "Claim", coord.ClaimArgs{Max: in.Max, VisibilityMs: in.VisibilityMs, RequestID: in.RequestID})
 			if res.Messages == nil {
 				res.Messages = []coord.Message{}
 			}
@@ -436,14 +420,10 @@ func (s *Server) queueTools(srv *mcp.Server) {
 		})
 	add(srv, "queue_ack", "Acknowledges a claimed message: it is done and removed.",
 		func(ctx context.Context, in ackArgs) (any, error) {
-			var res coord.AckResult
-			err := s.rpc(ctx, "queue", in.Queue, "Ack", coord.AckArgs{ID: in.ID, Receipt: in.Receipt}, &res)
-			return res, err
+			return call[coord.AckResult](ctx, s, "queue", in.Queue, "Ack", coord.AckArgs{ID: in.ID, Receipt: in.Receipt})
 		})
 	add(srv, "queue_nack", "Gives a claimed message back for a later retry (dead letter after the queue's max attempts).",
 		func(ctx context.Context, in nackArgs) (any, error) {
-			var res coord.AckResult
-			err := s.rpc(ctx, "queue", in.Queue, "Nack", coord.NackArgs{ID: in.ID, Receipt: in.Receipt, DelayMs: in.DelayMs, Reason: in.Reason}, &res)
-			return res, err
+			return call[coord.AckResult](ctx, s, "queue", in.Queue, "Nack", coord.NackArgs{ID: in.ID, Receipt: in.Receipt, DelayMs: in.DelayMs, Reason: in.Reason})
 		})
 }
