@@ -44,6 +44,8 @@ package archive
 
 import (
 	"context"
+	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/cairn-dev/cairn"
@@ -177,4 +179,49 @@ func tooLarge(key string, n int) error {
 // notFound reports a missing blob.
 func notFound(key string) error {
 	return cairn.Errorf(cairn.NotFound, "archive blob %s not found", key)
+}
+
+// check refuses, before any I/O, a key or prefix that valid (CheckKey or
+// CheckPrefix) refuses, and a ctx that has ended, wrapped with op.
+func check(ctx context.Context, op, key string, valid func(string) error) error {
+	if err := valid(key); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("archive %s %s: %w", op, key, err)
+	}
+	return nil
+}
+
+// walkFunc calls fn for each blob whose key starts with prefix; op names
+// the operation in its errors.
+type walkFunc func(ctx context.Context, op, prefix string, fn func(key string, size int64)) error
+
+// list is Store.List over a store's walk.
+func list(ctx context.Context, walk walkFunc, prefix string) ([]string, error) {
+	var keys []string
+	err := walk(ctx, "list", prefix, func(key string, _ int64) {
+		keys = append(keys, key)
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Neither walk is in the byte order of keys: Local's goes by file
+	// names per directory ("a/b-c" < "a/b/x" < "a/b0"), and not every
+	// S3-compatible server lists in byte order.
+	sort.Strings(keys)
+	return keys, nil
+}
+
+// usage is Store.Usage over a store's walk.
+func usage(ctx context.Context, walk walkFunc, prefix string) (Usage, error) {
+	var u Usage
+	err := walk(ctx, "usage", prefix, func(_ string, size int64) {
+		u.Blobs++
+		u.Bytes += size
+	})
+	if err != nil {
+		return Usage{}, err
+	}
+	return u, nil
 }

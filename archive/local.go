@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -257,11 +256,8 @@ func (l *Local) syncDir(dir string) error {
 
 // Get implements Store.Get.
 func (l *Local) Get(ctx context.Context, key string) ([]byte, error) {
-	if err := CheckKey(key); err != nil {
+	if err := check(ctx, "get", key, CheckKey); err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("archive get %s: %w", key, err)
 	}
 	path := l.path(key)
 	// Only regular files are blobs: List skips anything else, and a
@@ -307,11 +303,8 @@ func absent(err error) bool {
 // directory before Delete returns; directories left empty are removed
 // after that, without an fsync.
 func (l *Local) Delete(ctx context.Context, key string) error {
-	if err := CheckKey(key); err != nil {
+	if err := check(ctx, "delete", key, CheckKey); err != nil {
 		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("archive delete %s: %w", key, err)
 	}
 	path := l.path(key)
 	fi, err := os.Lstat(path)
@@ -354,41 +347,20 @@ func (l *Local) Delete(ctx context.Context, key string) error {
 
 // List implements Store.List.
 func (l *Local) List(ctx context.Context, prefix string) ([]string, error) {
-	var keys []string
-	err := l.walk(ctx, "list", prefix, func(key string, _ int64) {
-		keys = append(keys, key)
-	})
-	if err != nil {
-		return nil, err
-	}
-	// The walk is in order of file names per directory, which is not the
-	// byte order of keys: "a/b-c" < "a/b/x" < "a/b0".
-	sort.Strings(keys)
-	return keys, nil
+	return list(ctx, l.walk, prefix)
 }
 
 // Usage implements Store.Usage.
 func (l *Local) Usage(ctx context.Context, prefix string) (Usage, error) {
-	var u Usage
-	err := l.walk(ctx, "usage", prefix, func(_ string, size int64) {
-		u.Blobs++
-		u.Bytes += size
-	})
-	if err != nil {
-		return Usage{}, err
-	}
-	return u, nil
+	return usage(ctx, l.walk, prefix)
 }
 
 // walk calls fn for each blob whose key starts with prefix, skipping
 // files that no key names (temporary files of Puts in flight) and
 // tolerating files and directories that vanish during the walk.
 func (l *Local) walk(ctx context.Context, op, prefix string, fn func(key string, size int64)) error {
-	if err := CheckPrefix(prefix); err != nil {
+	if err := check(ctx, op, prefix, CheckPrefix); err != nil {
 		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("archive %s %s: %w", op, prefix, err)
 	}
 	// Start at the deepest directory that prefix names entirely.
 	base := ""

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 
 	"github.com/cairn-dev/cairn"
@@ -230,11 +229,8 @@ func isMD5(etag string) bool {
 
 // Get implements Store.Get.
 func (s *S3) Get(ctx context.Context, key string) ([]byte, error) {
-	if err := CheckKey(key); err != nil {
+	if err := check(ctx, "get", key, CheckKey); err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("archive get %s: %w", key, err)
 	}
 	// One GET, so that the bytes and the size are of one version of the
 	// blob even while a Put replaces it (minio-go's Object would send
@@ -264,11 +260,8 @@ func (s *S3) getError(ctx context.Context, key string, err error) error {
 
 // Delete implements Store.Delete.
 func (s *S3) Delete(ctx context.Context, key string) error {
-	if err := CheckKey(key); err != nil {
+	if err := check(ctx, "delete", key, CheckKey); err != nil {
 		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("archive delete %s: %w", key, err)
 	}
 	err := s.client.RemoveObject(ctx, s.bucket, s.prefix+key, minio.RemoveObjectOptions{})
 	if err != nil && minio.ToErrorResponse(err).Code != minio.NoSuchKey {
@@ -279,38 +272,18 @@ func (s *S3) Delete(ctx context.Context, key string) error {
 
 // List implements Store.List.
 func (s *S3) List(ctx context.Context, prefix string) ([]string, error) {
-	var keys []string
-	err := s.walk(ctx, "list", prefix, func(key string, _ int64) {
-		keys = append(keys, key)
-	})
-	if err != nil {
-		return nil, err
-	}
-	// S3 lists in byte order; not every compatible server does.
-	sort.Strings(keys)
-	return keys, nil
+	return list(ctx, s.walk, prefix)
 }
 
 // Usage implements Store.Usage.
 func (s *S3) Usage(ctx context.Context, prefix string) (Usage, error) {
-	var u Usage
-	err := s.walk(ctx, "usage", prefix, func(_ string, size int64) {
-		u.Blobs++
-		u.Bytes += size
-	})
-	if err != nil {
-		return Usage{}, err
-	}
-	return u, nil
+	return usage(ctx, s.walk, prefix)
 }
 
 // walk calls fn for each object under prefix whose name is a key.
 func (s *S3) walk(ctx context.Context, op, prefix string, fn func(key string, size int64)) error {
-	if err := CheckPrefix(prefix); err != nil {
+	if err := check(ctx, op, prefix, CheckPrefix); err != nil {
 		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("archive %s %s: %w", op, prefix, err)
 	}
 	// Cancelling stops minio-go's listing goroutine if we return early.
 	lctx, cancel := context.WithCancel(ctx)
