@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/agent"
+	"github.com/cairn-dev/cairn/internal/procgroup"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -228,7 +229,7 @@ func (s *Server) start(c *conn) (*proc, error) {
 	cmd.Env = childEnv(os.Getenv, s.cfg.Env)
 	p := &proc{cmd: cmd, stderr: &tail{log: s.Logger, server: s.cfg.Name}, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
-	newProcessGroup(cmd)
+	procgroup.Lead(cmd)
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -285,13 +286,13 @@ func (p *proc) stop(timeout time.Duration) {
 		}
 	}
 	if !wait() {
-		signalGroup(p.cmd, false)
+		procgroup.Signal(p.cmd, false)
 		if !wait() {
-			signalGroup(p.cmd, true)
+			procgroup.Signal(p.cmd, true)
 			<-p.exited
 		}
 	}
-	signalGroup(p.cmd, true)
+	procgroup.Signal(p.cmd, true)
 }
 
 // inheritedEnv are the variables a subprocess gets from cairn's

@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cairn-dev/cairn/internal/procgroup"
 )
 
 var (
@@ -137,7 +139,7 @@ func Start(ctx context.Context, dir string, log io.Writer) (*Peer, error) {
 	// Port 0: workerd picks a free port and run.mjs prints it.
 	cmd := exec.Command("node", "run.mjs", "0", dataDir)
 	cmd.Dir = dir
-	newProcessGroup(cmd) // miniflare starts workerd as a child: stop both
+	procgroup.Lead(cmd) // miniflare starts workerd as a child: stop both
 	p := &Peer{Version: version, cmd: cmd, dataDir: dataDir, exited: make(chan struct{}), tail: &tailBuffer{}}
 	cmd.Stderr = io.MultiWriter(log, p.tail)
 	stdout, err := cmd.StdoutPipe()
@@ -193,17 +195,17 @@ func (p *Peer) PID() int { return p.cmd.Process.Pid }
 // removes the peer's data.
 func (p *Peer) Close() error {
 	p.once.Do(func() {
-		signalGroup(p.cmd, false)
+		procgroup.Signal(p.cmd, false)
 		select {
 		case <-p.exited:
 		case <-time.After(5 * time.Second):
-			signalGroup(p.cmd, true)
+			procgroup.Signal(p.cmd, true)
 			<-p.exited
 		}
 		// workerd may outlive node for a moment; make sure the group is gone
 		// before the next measurement starts.
-		signalGroup(p.cmd, true)
-		for deadline := time.Now().Add(5 * time.Second); groupAlive(p.cmd.Process.Pid) && time.Now().Before(deadline); {
+		procgroup.Signal(p.cmd, true)
+		for deadline := time.Now().Add(5 * time.Second); procgroup.Alive(p.cmd.Process.Pid) && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)
 		}
 		p.err = os.RemoveAll(p.dataDir)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn/internal/peertest"
+	"github.com/cairn-dev/cairn/internal/procgroup"
 )
 
 // TestPeer runs the peer where miniflare is already installed (cairn bench
@@ -60,7 +61,7 @@ func TestPeer(t *testing.T) {
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Errorf("data directory %s still there after Close (%v)", data, err)
 	}
-	if groupAlive(pid) {
+	if procgroup.Alive(pid) {
 		t.Errorf("process group %d still alive after Close", pid)
 	}
 }
