@@ -269,12 +269,10 @@ func (s *session) serveApprovals(w http.ResponseWriter, r *http.Request, callID 
 		cairn.WriteError(w, err)
 		return
 	}
-	stream := wantsSSE(r)
-	if stream {
-		if _, ok := w.(http.Flusher); !ok {
-			cairn.WriteError(w, cairn.Errorf(cairn.Internal, "streaming is not supported"))
-			return
-		}
+	stream, err := wantsSSE(w, r)
+	if err != nil {
+		cairn.WriteError(w, err)
+		return
 	}
 	m, ready, err := s.decide(r.Context(), callID, *in.Approved, in.Reason)
 	if err != nil {

@@ -177,12 +177,10 @@ func (s *session) post(w http.ResponseWriter, r *http.Request) {
 		cairn.WriteError(w, err)
 		return
 	}
-	stream := wantsSSE(r)
-	if stream {
-		if _, ok := w.(http.Flusher); !ok {
-			cairn.WriteError(w, cairn.Errorf(cairn.Internal, "streaming is not supported"))
-			return
-		}
+	stream, err := wantsSSE(w, r)
+	if err != nil {
+		cairn.WriteError(w, err)
+		return
 	}
 	s.generate(w, r, a, in.Text, s.socketSink(&uiSink{events: stream}, "", nil, nil))
 }
@@ -190,16 +188,7 @@ func (s *session) post(w http.ResponseWriter, r *http.Request) {
 // cancel serves POST /cancel: it stops the generation in flight, if any.
 // Its reply is then stored with status cancelled and the output so far.
 func (s *session) cancel(w http.ResponseWriter) {
-	s.mu.Lock()
-	stop := s.stop
-	if stop != nil {
-		s.stopped = true
-	}
-	s.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-	cairn.WriteJSON(w, http.StatusOK, map[string]bool{"cancelled": stop != nil})
+	cairn.WriteJSON(w, http.StatusOK, map[string]bool{"cancelled": s.stopGeneration()})
 }
 
 // generate stores the user message text, waits for the generations before
@@ -340,17 +329,21 @@ func decodeSend(r *http.Request, maxText int) (SendRequest, error) {
 	return in, nil
 }
 
-// wantsSSE reports whether the client asked for an event stream.
-func wantsSSE(r *http.Request) bool {
+// wantsSSE reports whether the client asked for an event stream. It is
+// an error if it did and w cannot stream.
+func wantsSSE(w http.ResponseWriter, r *http.Request) (bool, error) {
 	for _, v := range r.Header.Values("Accept") {
 		for _, t := range strings.Split(v, ",") {
 			mt, _, _ := strings.Cut(t, ";")
 			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
-				return true
+				if _, ok := w.(http.Flusher); !ok {
+					return true, cairn.Errorf(cairn.Internal, "streaming is not supported")
+				}
+				return true, nil
 			}
 		}
 	}
-	return false
+	return false, nil
 }
 
 // generation answers one user message: a tool loop of model rounds.
