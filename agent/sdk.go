@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -88,21 +87,7 @@ func (s *Service) SDKHandler() http.Handler {
 			cairn.WriteError(w, cairn.Errorf(cairn.NotFound, "no agent %q", truncate(r.PathValue("agent"), 100)))
 			return
 		}
-		stub, err := s.Session(name, r.PathValue("session"))
-		if err != nil {
-			cairn.WriteError(w, err)
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBodyBytes)
-		body, err := cairn.ReadBody(r)
-		if err != nil {
-			cairn.WriteError(w, err)
-			return
-		}
-		path := strings.TrimSuffix("sdk/"+r.PathValue("path"), "/")
-		if err := stub.Fetch(w, cairn.ForwardedRequest(r, body, path)); err != nil && !errors.Is(err, cairn.ErrResponseStarted) {
-			cairn.WriteError(w, err)
-		}
+		s.forward(w, r, name, strings.TrimSuffix("sdk/"+r.PathValue("path"), "/"), false)
 	}
 	mux.HandleFunc("/agents/{agent}/{session}", h)
 	mux.HandleFunc("/agents/{agent}/{session}/{path...}", h)

@@ -287,7 +287,14 @@ func (s *Service) Handler() http.Handler {
 
 // fetch forwards a request under a session to its object.
 func (s *Service) fetch(w http.ResponseWriter, r *http.Request) {
-	stub, err := s.Session(r.PathValue("agent"), r.PathValue("session"))
+	s.forward(w, r, r.PathValue("agent"), r.PathValue("path"), true)
+}
+
+// forward delivers r to the object of agent's session
+// (r.PathValue("session")) as a request for path. With detachPost, a
+// POST's turn outlives the client's connection.
+func (s *Service) forward(w http.ResponseWriter, r *http.Request, agent, path string, detachPost bool) {
+	stub, err := s.Session(agent, r.PathValue("session"))
 	if err != nil {
 		cairn.WriteError(w, err)
 		return
@@ -299,8 +306,8 @@ func (s *Service) fetch(w http.ResponseWriter, r *http.Request) {
 		cairn.WriteError(w, err)
 		return
 	}
-	r2 := cairn.ForwardedRequest(r, body, r.PathValue("path"))
-	if r.Method == http.MethodPost {
+	r2 := cairn.ForwardedRequest(r, body, path)
+	if detachPost && r.Method == http.MethodPost {
 		// A message, once read, is the session's to answer: its turn and
 		// output gate do not end with the client's connection (that would
 		// stop a tool loop between rounds). The handler finds the
