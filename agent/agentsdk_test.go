@@ -22,47 +22,21 @@ import (
 	"github.com/cairn-dev/cairn/agent"
 	cairnhttp "github.com/cairn-dev/cairn/http"
 	"github.com/cairn-dev/cairn/internal/peertest"
-	"github.com/cairn-dev/cairn/sqlite"
 )
 
 // newSDKEnv is newEnvWith with the Agents SDK's routes mounted at
 // /agents/ too, and tokens (none: auth off) for all of them.
 func newSDKEnv(tb testing.TB, dir string, tokens []cairnhttp.Token, setup func(*cairn.Runtime), agents ...agent.Agent) *env {
 	tb.Helper()
-	if dir == "" {
-		dir = tb.TempDir()
-	}
-	eng, err := sqlite.Open(dir, cairn.Process)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	rt := cairn.NewRuntime(eng)
-	rt.Durability = cairn.Process
-	if setup != nil {
-		setup(rt)
-	}
-	svc, err := agent.NewService(agents...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := svc.Register(rt); err != nil {
-		tb.Fatal(err)
-	}
-	if err := rt.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	hs := cairnhttp.NewServer(rt)
-	hs.Tokens = tokens
-	h := svc.Handler()
-	hs.Routes = []cairnhttp.Route{
-		{Pattern: "/v1/agents", Handler: h, Namespace: agent.Namespace},
-		{Pattern: "/v1/agents/", Handler: h, Namespace: agent.Namespace},
-		{Pattern: "/agents/", Handler: svc.SDKHandler(), Namespace: agent.Namespace},
-	}
-	srv := httptest.NewServer(hs.Handler())
-	e := &env{rt: rt, svc: svc, srv: srv, url: srv.URL}
-	tb.Cleanup(func() { e.close(tb) })
-	return e
+	return openEnv(tb, dir, setup, agents, func(hs *cairnhttp.Server, svc *agent.Service) {
+		hs.Tokens = tokens
+		h := svc.Handler()
+		hs.Routes = []cairnhttp.Route{
+			{Pattern: "/v1/agents", Handler: h, Namespace: agent.Namespace},
+			{Pattern: "/v1/agents/", Handler: h, Namespace: agent.Namespace},
+			{Pattern: "/agents/", Handler: svc.SDKHandler(), Namespace: agent.Namespace},
+		}
+	})
 }
 
 // holdProvider stops after "part one " until release is closed; a last

@@ -40,6 +40,16 @@ func newEnv(tb testing.TB, dir string, agents ...agent.Agent) *env {
 // before it opens (to set its clock, logger, idle timeout).
 func newEnvWith(tb testing.TB, dir string, setup func(*cairn.Runtime), agents ...agent.Agent) *env {
 	tb.Helper()
+	return openEnv(tb, dir, setup, agents, func(hs *cairnhttp.Server, svc *agent.Service) {
+		h := svc.Handler()
+		hs.Routes = []cairnhttp.Route{{Pattern: "/v1/agents", Handler: h}, {Pattern: "/v1/agents/", Handler: h}}
+	})
+}
+
+// openEnv is newEnvWith with mount, which sets the routes (and tokens)
+// of the HTTP server.
+func openEnv(tb testing.TB, dir string, setup func(*cairn.Runtime), agents []agent.Agent, mount func(*cairnhttp.Server, *agent.Service)) *env {
+	tb.Helper()
 	if dir == "" {
 		dir = tb.TempDir()
 	}
@@ -63,8 +73,7 @@ func newEnvWith(tb testing.TB, dir string, setup func(*cairn.Runtime), agents ..
 		tb.Fatal(err)
 	}
 	hs := cairnhttp.NewServer(rt)
-	h := svc.Handler()
-	hs.Routes = []cairnhttp.Route{{Pattern: "/v1/agents", Handler: h}, {Pattern: "/v1/agents/", Handler: h}}
+	mount(hs, svc)
 	srv := httptest.NewServer(hs.Handler())
 	e := &env{rt: rt, svc: svc, srv: srv, url: srv.URL}
 	tb.Cleanup(func() { e.close(tb) })
