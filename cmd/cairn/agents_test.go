@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/cairn-dev/cairn/agent"
 )
@@ -175,37 +173,6 @@ func (d *anthropicDouble) Requests() []anthropicRequest {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return append([]anthropicRequest(nil), d.requests...)
-}
-
-// serveWithEnv runs a server with env as its environment for the rest of
-// the test.
-func serveWithEnv(tb testing.TB, cfg Config, env map[string]string) string {
-	tb.Helper()
-	m, _, stderr := newTestMain("", env)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	errc := make(chan error, 1)
-	go func() { errc <- m.serve(ctx, cfg, ready) }()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				tb.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			tb.Errorf("serve did not return 30 s after its context ended")
-		}
-	})
-	select {
-	case addr := <-ready:
-		return "http://" + addr
-	case err := <-errc:
-		tb.Fatalf("serve: %v\n%s", err, stderr.String())
-	case <-time.After(10 * time.Second):
-		tb.Fatalf("serve: not ready after 10 s\n%s", stderr.String())
-	}
-	return ""
 }
 
 // TestServeAgentsAnthropic runs the server with an anthropic agent from

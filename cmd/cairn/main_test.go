@@ -84,11 +84,12 @@ func testConfig(tb testing.TB) Config {
 	return cfg
 }
 
-// serveInProcess runs Main.serve until ctx ends and returns the server's
-// URL and the channel serve's result arrives on.
-func serveInProcess(tb testing.TB, ctx context.Context, cfg Config) (string, <-chan error) {
+// serveInProcess runs Main.serve, with env as its environment, until ctx
+// ends and returns the server's URL and the channel serve's result
+// arrives on.
+func serveInProcess(tb testing.TB, ctx context.Context, cfg Config, env map[string]string) (string, <-chan error) {
 	tb.Helper()
-	m, _, stderr := newTestMain("", nil)
+	m, _, stderr := newTestMain("", env)
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() { errc <- m.serve(ctx, cfg, ready) }()
@@ -107,8 +108,14 @@ func serveInProcess(tb testing.TB, ctx context.Context, cfg Config) (string, <-c
 // and checks that it stopped cleanly.
 func startServer(tb testing.TB, cfg Config) string {
 	tb.Helper()
+	return serveWithEnv(tb, cfg, nil)
+}
+
+// serveWithEnv is startServer with env as the server's environment.
+func serveWithEnv(tb testing.TB, cfg Config, env map[string]string) string {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	url, errc := serveInProcess(tb, ctx, cfg)
+	url, errc := serveInProcess(tb, ctx, cfg, env)
 	tb.Cleanup(func() {
 		cancel()
 		select {
@@ -238,7 +245,7 @@ func TestServeRefusesOpenAddressWithoutToken(t *testing.T) {
 func TestServeStopsRightAfterStart(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		_, errc := serveInProcess(t, ctx, testConfig(t))
+		_, errc := serveInProcess(t, ctx, testConfig(t), nil)
 		cancel()
 		select {
 		case err := <-errc:
@@ -496,7 +503,7 @@ func TestClientExitCodes(t *testing.T) {
 func TestShutdownIsNotHeldUpByIdleSockets(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	base, errc := serveInProcess(t, ctx, testConfig(t))
+	base, errc := serveInProcess(t, ctx, testConfig(t), nil)
 	const sockets = 3
 	for i := 0; i < sockets; i++ {
 		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -528,7 +535,7 @@ func TestShutdownLosesNoAcknowledgedWrite(t *testing.T) {
 	cfg.Durability = "disk"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	base, errc := serveInProcess(t, ctx, cfg)
+	base, errc := serveInProcess(t, ctx, cfg, nil)
 
 	// An open WebSocket sees the shutdown as a close frame, 1001.
 	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
