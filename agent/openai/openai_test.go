@@ -192,6 +192,15 @@ func jsonEqual(tb testing.TB, a, b json.RawMessage) bool {
 	return string(xb) == string(yb)
 }
 
+// toolCallJSON is a tool call of an assistant message, as the API sends it.
+type toolCallJSON struct {
+	ID       string `json:"id"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
 // renderMessages renders a request's messages one a line.
 func renderMessages(msgs []llmtest.ChatMessage) string {
 	var lines []string
@@ -203,13 +212,7 @@ func renderMessages(msgs []llmtest.ChatMessage) string {
 		if m.ToolCallID != "" {
 			line += " [" + m.ToolCallID + "]"
 		}
-		var tcs []struct {
-			ID       string `json:"id"`
-			Function struct {
-				Name      string `json:"name"`
-				Arguments string `json:"arguments"`
-			} `json:"function"`
-		}
+		var tcs []toolCallJSON
 		json.Unmarshal(m.ToolCalls, &tcs)
 		for _, tc := range tcs {
 			line += " call " + tc.ID + " " + tc.Function.Name + " " + tc.Function.Arguments
@@ -286,13 +289,7 @@ func TestHistoryWithToolCalls(t *testing.T) {
 	if len(msgs) != 3 {
 		t.Fatalf("got %d messages, want 3", len(msgs))
 	}
-	var tcs []struct {
-		ID       string `json:"id"`
-		Function struct {
-			Name      string `json:"name"`
-			Arguments string `json:"arguments"`
-		} `json:"function"`
-	}
+	var tcs []toolCallJSON
 	if err := json.Unmarshal(msgs[1].ToolCalls, &tcs); err != nil || len(tcs) != 1 {
 		t.Fatalf("assistant tool_calls = %s (%v), want one", msgs[1].ToolCalls, err)
 	}
