@@ -1,7 +1,9 @@
 package sqlite
 
 import (
+	"bytes"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -40,3 +42,38 @@ var syncfsReliable = sync.OnceValue(func() bool {
 	}
 	return kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 5, 8)
 })
+
+// nodeDirtyBytes returns the page cache of the node waiting to be written
+// (Dirty plus Writeback in /proc/meminfo), 0 if it cannot be read.
+func nodeDirtyBytes() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		var rest []byte
+		var ok bool
+		if rest, ok = bytes.CutPrefix(line, []byte("Dirty:")); !ok {
+			if rest, ok = bytes.CutPrefix(line, []byte("Writeback:")); !ok {
+				continue
+			}
+		}
+		f := bytes.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		kb, err := strconv.ParseInt(string(f[0]), 10, 64)
+		if err != nil {
+			continue
+		}
+		total += kb << 10
+	}
+	return total
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +42,7 @@ type syncCall struct {
 
 func newGate(s *syncer) *gate {
 	g := &gate{calls: make(chan *syncCall, 100)}
+	s.dirty = func() int64 { return 0 } // deterministic: no other writer
 	s.syncFS = func(d *os.File) error {
 		if err := g.call("syncfs"); err != nil {
 			return err
@@ -198,6 +200,76 @@ func TestSyncStageBatches(t *testing.T) {
 				t.Errorf("%d syncfs calls, want %d", st.Syncfs, wantFS)
 			}
 		})
+	}
+}
+
+// With much dirty page cache on the node (another writer), auto syncs
+// file by file instead of with syncfs: a batch that met it concurrently,
+// and later requests in their callers, without the stage.
+func TestSyncStageDirtyFallback(t *testing.T) {
+	s, paths := newTestSyncer(t, SyncAuto, 5)
+	if s.mode != SyncAuto {
+		t.Skip("syncfs is not available here")
+	}
+	g := newGate(s)
+	var dirty atomic.Int64
+	s.dirty = dirty.Load
+	first := goSync(s, paths[0], s.epoch())
+	c := g.next(t)
+	var later []chan error
+	for _, p := range paths[1:] {
+		later = append(later, goSync(s, p, s.epoch()))
+	}
+	waitFor(t, "4 requests queued", func() bool { return pendingLen(s) == 4 })
+	dirty.Store(SyncfsDirtyLimit + 1)
+	s.dirtyAt.Store(0) // read it again
+	c.reply <- nil
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// The 4 files are synced at once: all 4 calls arrive before any is
+	// answered.
+	var calls []*syncCall
+	for range 4 {
+		calls = append(calls, g.next(t))
+	}
+	seen := map[string]bool{}
+	for _, c := range calls {
+		if c.what == "syncfs" {
+			t.Errorf("batch synced with syncfs despite dirty page cache")
+		}
+		seen[c.what] = true
+	}
+	if len(seen) != 4 {
+		t.Errorf("files synced: %v, want f1..f4", seen)
+	}
+	calls[2].reply <- errors.New("EIO (injected)")
+	for i, c := range calls {
+		if i != 2 {
+			c.reply <- nil
+		}
+	}
+	failed := 0
+	for _, ch := range later {
+		if err := <-ch; err != nil {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d requests failed, want 1 (the one whose file failed)", failed)
+	}
+	// From now on requests sync in their callers.
+	r := goSync(s, paths[0], s.epoch())
+	if c := g.next(t); c.what != "f0" {
+		t.Errorf("synced %q, want f0", c.what)
+	} else {
+		c.reply <- nil
+	}
+	if err := <-r; err != nil {
+		t.Error(err)
+	}
+	if st := s.stats(); st.DirtyBatches != 1 || st.DirtyDirect != 1 || st.Batches != 2 || st.Syncfs != 0 || st.Failures != 0 {
+		t.Errorf("stats %+v, want 2 batches (1 with dirty page cache), 1 direct request, no syncfs, no failures counted", st)
 	}
 }
 

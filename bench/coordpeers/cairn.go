@@ -83,6 +83,9 @@ func (s *cairnSystem) diag() func() string {
 			out += fmt.Sprintf("; sync (%s): %d requests, %d batches (%.2fms each), %d syncfs, %d files",
 				s.eng.SyncMode(), sy1.Requests-sy0.Requests, b, float64(sy1.Nanos-sy0.Nanos)/float64(max(b, 1))/1e6,
 				sy1.Syncfs-sy0.Syncfs, sy1.Files-sy0.Files)
+			if d := sy1.DirtyDirect - sy0.DirtyDirect; d > 0 {
+				out += fmt.Sprintf(", %d requests synced file by file for dirty page cache", d)
+			}
 		}
 		return out
 	}
