@@ -23,6 +23,12 @@ import (
 // empty). It is not closed for the caller: see newRuntime.
 func openRuntime(tb testing.TB, dir string, level cairn.Durability) *cairn.Runtime {
 	tb.Helper()
+	return openRuntimeTuned(tb, dir, level, nil)
+}
+
+// openRuntimeTuned is openRuntime with tune applied before Open.
+func openRuntimeTuned(tb testing.TB, dir string, level cairn.Durability, tune func(*cairn.Runtime)) *cairn.Runtime {
+	tb.Helper()
 	if dir == "" {
 		dir = tb.TempDir()
 	}
@@ -32,6 +38,9 @@ func openRuntime(tb testing.TB, dir string, level cairn.Durability) *cairn.Runti
 	}
 	rt := cairn.NewRuntime(eng)
 	rt.Durability = level
+	if tune != nil {
+		tune(rt)
+	}
 	for name, c := range coord.Classes() {
 		if _, err := rt.Register(name, c); err != nil {
 			tb.Fatal(err)
@@ -158,9 +167,10 @@ type server struct {
 	dir string
 	url string
 
-	mu sync.Mutex
-	rt *cairn.Runtime
-	h  atomic.Pointer[http.Handler]
+	mu    sync.Mutex
+	rt    *cairn.Runtime
+	level cairn.Durability // of the runtime running now
+	h     atomic.Pointer[http.Handler]
 }
 
 func newServer(tb testing.TB, level cairn.Durability) *server {
@@ -184,7 +194,7 @@ func (s *server) start(level cairn.Durability) {
 	rt := openRuntime(s.tb, s.dir, level)
 	h := cairnhttp.NewServer(rt).Handler()
 	s.mu.Lock()
-	s.rt = rt
+	s.rt, s.level = rt, level
 	s.mu.Unlock()
 	s.h.Store(&h)
 }

@@ -203,7 +203,7 @@ func runLockClients(t *testing.T, srv *server, clients, rounds int, seed uint64)
 			owner := fmt.Sprintf("c%d", c)
 			for round := 0; round < rounds; round++ {
 				if done.Add(1) == int64(clients*rounds/2) {
-					srv.restart(cairn.Process)
+					srv.restart(srv.level)
 					close(restarted)
 				}
 				req := fmt.Sprintf("%s-%d", owner, round)
@@ -300,8 +300,16 @@ func summarize(ops []porcupine.Operation) (unknown int) {
 	return unknown
 }
 
+// The lock's history is checked at both durability levels: at Disk every
+// commit goes through the engine's sync stage, shared by the objects.
 func TestLockLinearizable(t *testing.T) {
-	srv := newServer(t, cairn.Process)
+	for _, level := range []cairn.Durability{cairn.Process, cairn.Disk} {
+		t.Run(level.String(), func(t *testing.T) { testLockLinearizable(t, level) })
+	}
+}
+
+func testLockLinearizable(t *testing.T, level cairn.Durability) {
+	srv := newServer(t, level)
 	seed := linSeed(t)
 	start := time.Now()
 	ops := runLockClients(t, srv, 6, 40, seed)
@@ -464,7 +472,7 @@ func TestQueueLinearizable(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, uint64(c)))
 			for round := 0; round < rounds; round++ {
 				if done.Add(1) == clients*rounds/2 {
-					srv.restart(cairn.Process)
+					srv.restart(srv.level)
 				}
 				ctx, cancel := clientCtx(rng)
 				call := rec.now()
