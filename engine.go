@@ -22,6 +22,15 @@ type Engine interface {
 	// limit of them. It does not activate them.
 	Objects(ctx context.Context, ns string, after string, limit int) ([]ObjectInfo, error)
 
+	// ObjectsByName lists the objects of namespace ns whose name starts
+	// with prefix, in order of name (compared as bytes) then ID, at most
+	// limit of them, after the cursor (afterName, afterID): pass the name
+	// and ID of the last entry of the previous page; both empty start at
+	// the beginning. An empty prefix matches every object (unique objects
+	// have empty names, so they come first). It reads only the entries it
+	// returns and does not activate them.
+	ObjectsByName(ctx context.Context, ns, prefix, afterName, afterID string, limit int) ([]ObjectInfo, error)
+
 	// Object returns the catalog entry of one object.
 	Object(ctx context.Context, ns string, id ID) (ObjectInfo, error)
 

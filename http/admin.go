@@ -116,11 +116,6 @@ func (s *Server) objectJSON(o cairn.ObjectInfo) ObjectJSON {
 	return j
 }
 
-// searchBudget is how many catalog entries one search request looks at, at
-// most: a search over a large namespace is answered in bounded pieces, each
-// with the cursor to go on from.
-const searchBudget = 10000
-
 func (s *Server) listObjects(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		methodNotAllowed(w, r, "GET")
@@ -158,39 +153,58 @@ func (s *Server) listObjects(w http.ResponseWriter, r *http.Request) {
 }
 
 // searchObjects answers a listing with ?prefix=: the objects whose name
-// starts with prefix, in ID order after `after`. The catalog is keyed by
-// ID, so the search walks it, looking at searchBudget entries at most; it
-// answers with fewer than limit objects (even none) and a next cursor when
-// the budget ran out first. "scanned" says how many entries it looked at;
-// next is empty once the namespace's end was reached.
+// starts with prefix, in name order (then ID), up to limit of them, read
+// from the catalog's name index. next is the cursor of the page's last
+// entry (searchCursor), or empty when no match follows. "scanned" is how
+// many catalog entries the request read (the matches, and one more to know
+// whether any follow); it stays in the answer for clients written when a
+// search walked the catalog in bounded steps.
 func (s *Server) searchObjects(w http.ResponseWriter, r *http.Request, ns, prefix, after string, limit int) {
-	out := []ObjectJSON{}
-	scanned := 0
-	next := ""
-	for scanned < searchBudget && len(out) < limit {
-		page := min(searchBudget-scanned, 1000)
-		infos, err := s.rt.Engine().Objects(r.Context(), ns, after, page)
-		if err != nil {
-			writeError(w, err)
+	var afterName, afterID string
+	if after != "" {
+		var ok bool
+		if afterName, afterID, ok = parseSearchCursor(ns, after); !ok {
+			writeError(w, cairn.Errorf(cairn.Invalid, "after is not a search cursor of namespace %s (pass the next of the previous answer)", quote(ns)))
 			return
 		}
-		for _, o := range infos {
-			scanned++
-			after = o.ID.String()
-			if strings.HasPrefix(o.Name, prefix) {
-				out = append(out, s.objectJSON(o))
-				if len(out) == limit {
-					break
-				}
-			}
-		}
-		next = after
-		if len(infos) < page && len(out) < limit {
-			next = "" // the end of the namespace
-			break
-		}
+	}
+	infos, err := s.rt.Engine().ObjectsByName(r.Context(), ns, prefix, afterName, afterID, limit+1)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	scanned := len(infos)
+	next := ""
+	if len(infos) > limit {
+		infos = infos[:limit]
+		last := infos[limit-1]
+		next = searchCursor(last.Name, last.ID.String())
+	}
+	out := make([]ObjectJSON, 0, len(infos))
+	for _, o := range infos {
+		out = append(out, s.objectJSON(o))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"objects": out, "next": next, "scanned": scanned})
+}
+
+// searchCursor is the cursor of a search page that ended at the object
+// (name, id): URL-safe base64 of the 64 hex characters of the ID followed by
+// the name. It is opaque to clients; names may hold any character.
+func searchCursor(name, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(id + name))
+}
+
+// parseSearchCursor reverses searchCursor, for namespace ns.
+func parseSearchCursor(ns, c string) (name, id string, ok bool) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) < 64 || len(b)-64 > cairn.MaxNameLen {
+		return "", "", false
+	}
+	id, name = string(b[:64]), string(b[64:])
+	if _, err := cairn.ParseIDOf(ns, id); err != nil {
+		return "", "", false
+	}
+	return name, id, true
 }
 
 // adminObject resolves {ns}/{name} of an admin route: by name, or by ID when

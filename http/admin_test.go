@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -82,6 +83,102 @@ func TestAdminSearchByNamePrefix(t *testing.T) {
 		t.Errorf("no match: got %s, want an empty list and no next", r.body)
 	}
 	wantError(t, "bad limit", do(t, "GET", ts.url+"/v1/admin/namespaces/kv/objects?prefix=a&limit=0", nil), 400, "invalid")
+}
+
+// The search reads the catalog's name index: names compare as bytes, the
+// prefix is not a pattern, and next is a cursor to go on from.
+func TestAdminSearchEdgeCases(t *testing.T) {
+	ts := newServer(t, serverOptions{})
+	names := []string{"a", "a%", "a%b", "a_c", "abc", "A", "日本", "日本語", "日", "é", "e\u0301", "🙂", "z"}
+	for _, name := range names {
+		wantOK(t, "put "+name, do(t, "PUT", ts.url+"/v1/objects/kv/"+url.PathEscape(name)+"/k", []byte("v")))
+	}
+	type page struct {
+		Objects []cairnhttp.ObjectJSON
+		Next    string
+		Scanned *int
+	}
+	// search follows next to the end, limit names a page, and returns the
+	// names found in order.
+	search := func(prefix string, limit int) []string {
+		t.Helper()
+		var got []string
+		after := ""
+		for n := 0; ; n++ {
+			if n > len(names)+1 {
+				t.Fatalf("prefix %q: paging does not end: got %q so far", prefix, got)
+			}
+			r := do(t, "GET", ts.url+"/v1/admin/namespaces/kv/objects?"+url.Values{
+				"prefix": {prefix}, "limit": {strconv.Itoa(limit)}, "after": {after}}.Encode(), nil)
+			wantOK(t, "search "+prefix, r)
+			var p page
+			decode(t, "search", r, &p)
+			if p.Objects == nil || p.Scanned == nil {
+				t.Fatalf("prefix %q: answer %s lacks objects or scanned", prefix, r.body)
+			}
+			if len(p.Objects) > limit || (p.Next != "" && len(p.Objects) != limit) {
+				t.Fatalf("prefix %q: got %d objects and next %q, limit %d", prefix, len(p.Objects), p.Next, limit)
+			}
+			for _, o := range p.Objects {
+				got = append(got, o.Name)
+			}
+			if p.Next == "" {
+				return got
+			}
+			after = p.Next
+		}
+	}
+	sorted := slices.Clone(names)
+	slices.Sort(sorted) // Go orders strings by bytes, as the catalog does
+	for _, c := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"", sorted},
+		{"a", []string{"a", "a%", "a%b", "a_c", "abc"}},
+		{"a%", []string{"a%", "a%b"}}, // % is no wildcard
+		{"a_", []string{"a_c"}},       // nor is _
+		{"A", []string{"A"}},          // no case folding
+		{"日", []string{"日", "日本", "日本語"}},
+		{"日本", []string{"日本", "日本語"}},
+		{"\xe6\x97", []string{"日", "日本", "日本語"}}, // part of a character: a byte prefix
+		{"e", []string{"e\u0301"}},               // no normalization
+		{"\xc3", []string{"é"}},
+		{"\xf0\x9f", []string{"🙂"}},
+		{"\xff", nil},
+		{"a\xff", nil},
+		{"\xff\xff", nil},
+		{"nobody", nil},
+		{"zz", nil},
+	} {
+		for _, limit := range []int{1, 2, 1000} {
+			if got := search(c.prefix, limit); !slices.Equal(got, c.want) {
+				t.Errorf("prefix %q, limit %d: got %q, want %q", c.prefix, limit, got, c.want)
+			}
+		}
+	}
+
+	// A full page whose matches end there says so: no next.
+	r := do(t, "GET", ts.url+"/v1/admin/namespaces/kv/objects?prefix=a%25&limit=2", nil)
+	var p page
+	decode(t, "exact page", r, &p)
+	if len(p.Objects) != 2 || p.Next != "" || *p.Scanned != 2 {
+		t.Errorf("two matches, limit 2: got %s, want both, no next, scanned 2", r.body)
+	}
+	// A cursor of another kind (an ID from the plain listing, another
+	// namespace's cursor, garbage) is refused.
+	r = do(t, "GET", ts.url+"/v1/admin/namespaces/kv/objects?limit=1", nil)
+	decode(t, "listing", r, &p)
+	for _, after := range []string{p.Next, "!!", "YWJj"} {
+		wantError(t, "cursor "+after, do(t, "GET", ts.url+"/v1/admin/namespaces/kv/objects?prefix=a&after="+url.QueryEscape(after), nil), 400, "invalid")
+	}
+	r = do(t, "GET", ts.url+"/v1/admin/namespaces/kv/objects?prefix=&limit=1", nil)
+	decode(t, "kv cursor", r, &p)
+	if p.Next == "" {
+		t.Fatalf("first of %d: no next", len(names))
+	}
+	wantError(t, "another namespace's cursor", do(t, "GET", ts.url+"/v1/admin/namespaces/session/objects?prefix=&after="+p.Next, nil), 400, "invalid")
+	wantOK(t, "own cursor", do(t, "GET", ts.url+"/v1/admin/namespaces/kv/objects?prefix=&after="+p.Next, nil))
 }
 
 func TestAdminStats(t *testing.T) {

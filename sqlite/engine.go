@@ -84,7 +84,7 @@ func OpenWith(dir string, level cairn.Durability, o Options) (*Engine, error) {
 		closeConn(conn)
 		return nil, fmt.Errorf("open catalog: %w", err)
 	}
-	if err := sqlitex.ExecuteScript(conn, catalogSchema, nil); err != nil {
+	if err := migrateCatalog(conn); err != nil {
 		closeConn(conn)
 		return nil, fmt.Errorf("open catalog: %w", err)
 	}
@@ -122,7 +122,12 @@ func pragmas(conn *zs.Conn, ps ...string) error {
 	return nil
 }
 
-const catalogSchema = `
+// catalogFormat1 is the catalog as the first binaries created it (format 1
+// in the meta table). Every open runs it, which creates a new catalog and
+// changes nothing in an existing one, and then the migrations from the
+// catalog's format on. Never edit it: a change of schema is a new entry of
+// catalogMigrations.
+const catalogFormat1 = `
 CREATE TABLE IF NOT EXISTS objects (
 	id TEXT PRIMARY KEY,
 	namespace TEXT NOT NULL,
@@ -145,6 +150,102 @@ CREATE INDEX IF NOT EXISTS alarms_at ON alarms (at, id);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v ANY) WITHOUT ROWID;
 INSERT INTO meta (k, v) VALUES ('format', 1) ON CONFLICT (k) DO NOTHING;
 `
+
+// catalogMigrations[i] takes the catalog from format i+1 to format i+2.
+// migrateCatalog runs those a catalog lacks in one transaction with the
+// change of format, so a crash leaves the catalog as it was or fully
+// upgraded. A migration is a plain script (no IF NOT EXISTS): it runs once.
+var catalogMigrations = []string{
+	// Format 2: namespace totals kept by triggers, so that Namespaces reads
+	// one row per namespace instead of summing the catalog; and the name
+	// index ObjectsByName reads its range from.
+	`
+CREATE TABLE namespaces (
+	namespace TEXT PRIMARY KEY,
+	objects INTEGER NOT NULL,
+	bytes INTEGER NOT NULL,
+	requests INTEGER NOT NULL,
+	rows_read INTEGER NOT NULL,
+	rows_written INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO namespaces (namespace, objects, bytes, requests, rows_read, rows_written)
+	SELECT namespace, count(*), sum(bytes), sum(requests), sum(rows_read), sum(rows_written)
+	FROM objects GROUP BY namespace;
+CREATE TRIGGER objects_insert_totals AFTER INSERT ON objects BEGIN
+	INSERT INTO namespaces (namespace, objects, bytes, requests, rows_read, rows_written)
+		VALUES (new.namespace, 1, new.bytes, new.requests, new.rows_read, new.rows_written)
+		ON CONFLICT (namespace) DO UPDATE SET objects = objects + 1,
+			bytes = bytes + excluded.bytes, requests = requests + excluded.requests,
+			rows_read = rows_read + excluded.rows_read, rows_written = rows_written + excluded.rows_written;
+END;
+CREATE TRIGGER objects_delete_totals AFTER DELETE ON objects BEGIN
+	UPDATE namespaces SET objects = objects - 1,
+		bytes = bytes - old.bytes, requests = requests - old.requests,
+		rows_read = rows_read - old.rows_read, rows_written = rows_written - old.rows_written
+		WHERE namespace = old.namespace;
+	DELETE FROM namespaces WHERE namespace = old.namespace AND objects <= 0;
+END;
+CREATE TRIGGER objects_update_totals AFTER UPDATE OF bytes, requests, rows_read, rows_written ON objects
+	WHEN old.namespace = new.namespace BEGIN
+	UPDATE namespaces SET
+		bytes = bytes + new.bytes - old.bytes, requests = requests + new.requests - old.requests,
+		rows_read = rows_read + new.rows_read - old.rows_read,
+		rows_written = rows_written + new.rows_written - old.rows_written
+		WHERE namespace = new.namespace;
+END;
+CREATE TRIGGER objects_move_totals AFTER UPDATE OF namespace ON objects
+	WHEN old.namespace <> new.namespace BEGIN
+	UPDATE namespaces SET objects = objects - 1,
+		bytes = bytes - old.bytes, requests = requests - old.requests,
+		rows_read = rows_read - old.rows_read, rows_written = rows_written - old.rows_written
+		WHERE namespace = old.namespace;
+	DELETE FROM namespaces WHERE namespace = old.namespace AND objects <= 0;
+	INSERT INTO namespaces (namespace, objects, bytes, requests, rows_read, rows_written)
+		VALUES (new.namespace, 1, new.bytes, new.requests, new.rows_read, new.rows_written)
+		ON CONFLICT (namespace) DO UPDATE SET objects = objects + 1,
+			bytes = bytes + excluded.bytes, requests = requests + excluded.requests,
+			rows_read = rows_read + excluded.rows_read, rows_written = rows_written + excluded.rows_written;
+END;
+CREATE INDEX objects_name ON objects (namespace, name, id);
+`,
+}
+
+// migrateCatalog creates the catalog or brings it to the newest format,
+// in one transaction. A catalog of a newer format than this binary knows
+// is refused rather than served half understood.
+func migrateCatalog(conn *zs.Conn) (err error) {
+	if err := sqlitex.ExecuteTransient(conn, "BEGIN IMMEDIATE", nil); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			sqlitex.ExecuteTransient(conn, "ROLLBACK", nil)
+			return
+		}
+		err = sqlitex.ExecuteTransient(conn, "COMMIT", nil)
+	}()
+	if err := sqlitex.ExecuteScript(conn, catalogFormat1, nil); err != nil {
+		return err
+	}
+	format := 0
+	err = sqlitex.Execute(conn, `SELECT v FROM meta WHERE k = 'format'`, &sqlitex.ExecOptions{ResultFunc: func(stmt *zs.Stmt) error {
+		format = stmt.ColumnInt(0)
+		return nil
+	}})
+	if err != nil {
+		return err
+	}
+	newest := len(catalogMigrations) + 1
+	if format < 1 || format > newest {
+		return fmt.Errorf("catalog format %d: this binary knows formats 1 to %d", format, newest)
+	}
+	for f := format; f < newest; f++ {
+		if err := sqlitex.ExecuteScript(conn, catalogMigrations[f-1], nil); err != nil {
+			return fmt.Errorf("upgrade catalog to format %d: %w", f+1, err)
+		}
+	}
+	return sqlitex.Execute(conn, `UPDATE meta SET v = ? WHERE k = 'format'`, &sqlitex.ExecOptions{Args: []any{newest}})
+}
 
 // Dir returns the data directory.
 func (e *Engine) Dir() string { return e.dir }
@@ -364,6 +465,44 @@ func (e *Engine) Objects(ctx context.Context, ns string, after string, limit int
 	return out, err
 }
 
+// ObjectsByName implements cairn.Engine: one range of the objects_name
+// index, from the later of prefix and the cursor up to prefixEnd(prefix)
+// (none when prefix is empty or all 0xFF bytes).
+// Names compare as bytes (SQLite's BINARY collation), as Go strings do;
+// LIKE is not used, as it folds case and gives '%' and '_' meaning.
+func (e *Engine) ObjectsByName(ctx context.Context, ns, prefix, afterName, afterID string, limit int) ([]cairn.ObjectInfo, error) {
+	if limit <= 0 || limit > 10000 {
+		limit = 10000
+	}
+	q := selectObjects + `o.namespace = ? AND o.name >= ?`
+	args := []any{ns, prefix}
+	if afterName >= prefix {
+		// The cursor is the lower bound; the zero cursor ("", "") sorts
+		// before every entry, whose IDs are never empty.
+		q = selectObjects + `o.namespace = ? AND (o.name, o.id) > (?, ?)`
+		args = []any{ns, afterName, afterID}
+	}
+	if end := prefixEnd(prefix); end != nil {
+		// Bound as text (a Go string): a blob sorts after all text.
+		q += ` AND o.name < ?`
+		args = append(args, string(end))
+	}
+	q += ` ORDER BY o.name, o.id LIMIT ?`
+	args = append(args, limit)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []cairn.ObjectInfo
+	err := sqlitex.Execute(e.cat, q, &sqlitex.ExecOptions{Args: args, ResultFunc: func(stmt *zs.Stmt) error {
+		info, err := scanObject(stmt)
+		if err != nil {
+			return err
+		}
+		out = append(out, info)
+		return nil
+	}})
+	return out, err
+}
+
 // Object implements cairn.Engine.
 func (e *Engine) Object(ctx context.Context, ns string, id cairn.ID) (cairn.ObjectInfo, error) {
 	e.mu.Lock()
@@ -417,13 +556,14 @@ func scanObject(stmt *zs.Stmt) (cairn.ObjectInfo, error) {
 	return info, nil
 }
 
-// Namespaces implements cairn.Engine.
+// Namespaces implements cairn.Engine. It reads the totals the catalog's
+// triggers keep, one row per namespace, however many objects there are.
 func (e *Engine) Namespaces(ctx context.Context) ([]cairn.NamespaceInfo, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []cairn.NamespaceInfo
-	err := sqlitex.Execute(e.cat, `SELECT namespace, count(*), sum(bytes), sum(requests), sum(rows_read), sum(rows_written)
-		FROM objects GROUP BY namespace ORDER BY namespace`,
+	err := sqlitex.Execute(e.cat, `SELECT namespace, objects, bytes, requests, rows_read, rows_written
+		FROM namespaces WHERE objects > 0 ORDER BY namespace`,
 		&sqlitex.ExecOptions{ResultFunc: func(stmt *zs.Stmt) error {
 			out = append(out, cairn.NamespaceInfo{
 				Name: stmt.ColumnText(0), Objects: stmt.ColumnInt64(1), Bytes: stmt.ColumnInt64(2),

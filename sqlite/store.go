@@ -647,8 +647,10 @@ func (s *store) List(o cairn.ListOptions) ([]cairn.Entry, error) {
 	}
 }
 
-// prefixEnd returns the smallest key greater than every key with prefix p,
-// or nil if there is none (p is all 0xff bytes).
+// prefixEnd returns the smallest string greater than every string with
+// prefix p, in byte order (p without its trailing 0xff bytes, its last byte
+// incremented; not always UTF-8), or nil if there is none (p is empty or
+// all 0xff bytes). KV listings and the catalog's name search use it.
 func prefixEnd(p string) []byte {
 	b := []byte(p)
 	for i := len(b) - 1; i >= 0; i-- {
