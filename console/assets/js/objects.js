@@ -1,6 +1,6 @@
 // Objects: the namespaces, a paged and searchable object list per
 // namespace (server-side paging: the admin listing's cursor; search by name
-// prefix walks the catalog in bounded steps), and an object page with its
+// prefix reads the catalog's name index), and an object page with its
 // catalog entry, KV, SQL console, alarm and WebSockets.
 
 import { api, request, seg, qs, APIError } from './api.js';
@@ -33,8 +33,9 @@ export function objectLink(ns, o, text) {
 
 /**
  * pagedObjects fetches one page of a namespace's objects: the plain
- * listing, or with a prefix the search, repeated until a page is full or
- * the namespace ends (each call looks at a bounded number of entries).
+ * listing, or with a prefix the search. The server answers a search page
+ * in one request; the loop still follows next while a page is short, as
+ * servers whose search walked the catalog in bounded steps need.
  * progress(scanned) is told how far the search got.
  */
 export async function pagedObjects(ns, prefix, after, signal, progress, limit = PAGE) {
