@@ -397,8 +397,10 @@ func (s *store) Commit() (cairn.CommitInfo, bool, error) {
 	}
 	s.inTx, s.dirty = false, false
 	s.seq++
-	s.noteWrites(epoch)
-	s.syncMu.Lock()
+	s.syncMu.Lock() // both at once: a Sync finishing now must see them together
+	if !s.unsynced {
+		s.unsynced, s.epoch = true, epoch
+	}
 	s.committed = s.seq
 	s.syncMu.Unlock()
 	if now := time.Now(); now.Sub(s.bytesAt) > 100*time.Millisecond {
