@@ -28,8 +28,9 @@ const (
 	// batch of one file is fdatasynced; a batch of several gets one
 	// syncfs(2) of the data directory's filesystem, unless the node holds
 	// more than SyncfsDirtyLimit of dirty page cache (another process
-	// writing: syncfs would write and wait for its data too), in which case
-	// the batch's files are fdatasynced concurrently. Where syncfs cannot
+	// writing: syncfs would write and wait for its data too). Then requests
+	// are fdatasynced file by file, outside the stage, while one syncfs in
+	// the background brings the dirty page cache down. Where syncfs cannot
 	// be trusted (not Linux, or Linux before 5.8, where it does not report
 	// write-back errors), batches are always fdatasynced file by file.
 	SyncAuto SyncMode = iota
@@ -86,8 +87,10 @@ type SyncStats struct {
 	Failures int64 // failed syncfs calls
 	Nanos    int64 // time the stage spent syncing batches
 	// Requests and batches that SyncAuto synced file by file, outside the
-	// stage or in it, because of dirty page cache (SyncfsDirtyLimit).
-	DirtyDirect, DirtyBatches int64
+	// stage or in it, because of dirty page cache (SyncfsDirtyLimit), and
+	// the syncfs calls it ran in the background meanwhile (included in
+	// Syncfs) to bring the dirty page cache down.
+	DirtyDirect, DirtyBatches, Drains int64
 }
 
 // syncer makes writes durable for an engine: the node-wide sync stage.
@@ -116,10 +119,17 @@ type syncer struct {
 	// The last reading of dirty, and when (Unix nanoseconds).
 	dirtyVal, dirtyAt atomic.Int64
 
+	// The drain: a syncfs in the background while SyncAuto syncs file by
+	// file, so that the dirty page cache falls and batches can use syncfs
+	// again (nothing else may write it back for 30 s).
+	draining   atomic.Bool
+	drainAt    atomic.Int64 // when the last drain started (Unix nanoseconds)
+	background sync.WaitGroup
+
 	failures atomic.Uint64 // failed syncfs calls so far: the epoch
 
 	// Counters for SyncStats.
-	requests, batches, syncfsCalls, files, nanos, dirtyBatches, dirtyDirect atomic.Int64
+	requests, batches, syncfsCalls, files, nanos, dirtyBatches, dirtyDirect, drains atomic.Int64
 
 	mu      sync.Mutex
 	pending []*syncReq
@@ -200,6 +210,7 @@ func (s *syncer) close() {
 	s.mu.Unlock()
 	s.wake()
 	<-s.stopped
+	s.background.Wait()
 	s.dir.Close()
 }
 
@@ -224,6 +235,7 @@ func (s *syncer) sync(files []syncFile, epoch uint64, direct bool) error {
 	s.requests.Add(1)
 	if !direct && s.mode == SyncAuto && s.dirtyBytes() > SyncfsDirtyLimit {
 		s.dirtyDirect.Add(1)
+		s.drain()
 		direct = true
 	}
 	if direct {
@@ -293,6 +305,7 @@ func (s *syncer) run(batch []*syncReq) {
 	if s.mode == SyncAuto && len(files) > 1 {
 		if useFS = s.dirtyBytes() <= SyncfsDirtyLimit; !useFS {
 			s.dirtyBatches.Add(1)
+			s.drain()
 		}
 	}
 	if useFS {
@@ -352,6 +365,37 @@ func (s *syncer) run(batch []*syncReq) {
 // thread, and while it holds a P the Go scheduler runs nothing else on it.
 const maxFileSyncs = 8
 
+// drain starts a syncfs in the background, unless one runs or one started
+// less than 100 ms ago. It is the stage's syncfs like any other: a failure
+// counts (the error it consumed may have been a pending request's).
+func (s *syncer) drain() {
+	now := time.Now().UnixNano()
+	if now-s.drainAt.Load() < int64(100*time.Millisecond) || !s.draining.CompareAndSwap(false, true) {
+		return
+	}
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.background.Add(1)
+	}
+	s.mu.Unlock()
+	if closed {
+		s.draining.Store(false)
+		return
+	}
+	s.drainAt.Store(now)
+	s.drains.Add(1)
+	go func() {
+		defer s.background.Done()
+		defer s.draining.Store(false)
+		s.syncfsCalls.Add(1)
+		if err := s.syncFS(s.dir); err != nil {
+			s.failures.Add(1)
+		}
+		s.dirtyAt.Store(0) // read it again
+	}()
+}
+
 // dirtyBytes returns the node's dirty page cache, read at most every 10 ms.
 func (s *syncer) dirtyBytes() int64 {
 	now := time.Now().UnixNano()
@@ -394,6 +438,7 @@ func (s *syncer) stats() SyncStats {
 		Nanos:        s.nanos.Load(),
 		DirtyDirect:  s.dirtyDirect.Load(),
 		DirtyBatches: s.dirtyBatches.Load(),
+		Drains:       s.drains.Load(),
 	}
 }
 

@@ -40,8 +40,21 @@ type syncCall struct {
 	reply chan error
 }
 
-func newGate(s *syncer) *gate {
+// newGate installs a gate in s; at the end of the test (before the stage
+// is closed) it lets everything through, so that a failed test does not
+// hang.
+func newGate(tb testing.TB, s *syncer) *gate {
 	g := &gate{calls: make(chan *syncCall, 100)}
+	tb.Cleanup(func() {
+		for {
+			select {
+			case c := <-g.calls:
+				c.reply <- nil
+			case <-time.After(100 * time.Millisecond):
+				return
+			}
+		}
+	})
 	s.dirty = func() int64 { return 0 } // deterministic: no other writer
 	s.syncFS = func(d *os.File) error {
 		if err := g.call("syncfs"); err != nil {
@@ -161,7 +174,7 @@ func TestSyncStageBatches(t *testing.T) {
 			if s.mode != mode {
 				t.Skipf("mode %v falls back to %v here", mode, s.mode)
 			}
-			g := newGate(s)
+			g := newGate(t, s)
 			first := goSync(s, paths[0], s.epoch())
 			c := g.next(t) // the first batch is syncing
 			var later []chan error
@@ -205,13 +218,14 @@ func TestSyncStageBatches(t *testing.T) {
 
 // With much dirty page cache on the node (another writer), auto syncs
 // file by file instead of with syncfs: a batch that met it concurrently,
-// and later requests in their callers, without the stage.
+// and later requests in their callers, without the stage; meanwhile a
+// syncfs in the background drains the page cache.
 func TestSyncStageDirtyFallback(t *testing.T) {
 	s, paths := newTestSyncer(t, SyncAuto, 5)
 	if s.mode != SyncAuto {
 		t.Skip("syncfs is not available here")
 	}
-	g := newGate(s)
+	g := newGate(t, s)
 	var dirty atomic.Int64
 	s.dirty = dirty.Load
 	first := goSync(s, paths[0], s.epoch())
@@ -228,16 +242,22 @@ func TestSyncStageDirtyFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The 4 files are synced at once: all 4 calls arrive before any is
-	// answered.
+	// answered. The drain's syncfs arrives too, in the background.
 	var calls []*syncCall
-	for range 4 {
-		calls = append(calls, g.next(t))
+	var drain *syncCall
+	for len(calls) < 4 || drain == nil {
+		c := g.next(t)
+		if c.what == "syncfs" {
+			if drain != nil {
+				t.Fatal("two drains at once")
+			}
+			drain = c
+			continue
+		}
+		calls = append(calls, c)
 	}
 	seen := map[string]bool{}
 	for _, c := range calls {
-		if c.what == "syncfs" {
-			t.Errorf("batch synced with syncfs despite dirty page cache")
-		}
 		seen[c.what] = true
 	}
 	if len(seen) != 4 {
@@ -258,7 +278,7 @@ func TestSyncStageDirtyFallback(t *testing.T) {
 	if failed != 1 {
 		t.Errorf("%d requests failed, want 1 (the one whose file failed)", failed)
 	}
-	// From now on requests sync in their callers.
+	// While the drain runs, requests sync in their callers.
 	r := goSync(s, paths[0], s.epoch())
 	if c := g.next(t); c.what != "f0" {
 		t.Errorf("synced %q, want f0", c.what)
@@ -268,8 +288,58 @@ func TestSyncStageDirtyFallback(t *testing.T) {
 	if err := <-r; err != nil {
 		t.Error(err)
 	}
-	if st := s.stats(); st.DirtyBatches != 1 || st.DirtyDirect != 1 || st.Batches != 2 || st.Syncfs != 0 || st.Failures != 0 {
-		t.Errorf("stats %+v, want 2 batches (1 with dirty page cache), 1 direct request, no syncfs, no failures counted", st)
+	// The drain brings the page cache down: batches use syncfs again.
+	dirty.Store(0)
+	drain.reply <- nil
+	waitFor(t, "the drain to end", func() bool { return !s.draining.Load() })
+	first = goSync(s, paths[0], s.epoch())
+	c = g.next(t)
+	if c.what != "f0" {
+		t.Fatalf("synced %q, want a lone f0", c.what)
+	}
+	two := []chan error{goSync(s, paths[1], s.epoch()), goSync(s, paths[2], s.epoch())}
+	waitFor(t, "2 requests queued", func() bool { return pendingLen(s) == 2 })
+	c.reply <- nil
+	if c := g.next(t); c.what != "syncfs" {
+		t.Errorf("after the drain, a batch of 2 synced with %q, want syncfs", c.what)
+	} else {
+		c.reply <- nil
+	}
+	for _, ch := range append(two, first) {
+		if err := <-ch; err != nil {
+			t.Error(err)
+		}
+	}
+	if st := s.stats(); st.DirtyBatches != 1 || st.DirtyDirect != 1 || st.Drains != 1 || st.Failures != 0 {
+		t.Errorf("stats %+v, want 1 batch and 1 request synced file by file, 1 drain, no failures counted", st)
+	}
+}
+
+// A failed drain counts as a failed syncfs: requests with writes from
+// before it fail.
+func TestSyncStageDrainFailure(t *testing.T) {
+	s, paths := newTestSyncer(t, SyncAuto, 1)
+	if s.mode != SyncAuto {
+		t.Skip("syncfs is not available here")
+	}
+	g := newGate(t, s)
+	s.dirty = func() int64 { return SyncfsDirtyLimit + 1 }
+	old := s.epoch()
+	r := goSync(s, paths[0], old)
+	var file, drain *syncCall
+	for file == nil || drain == nil {
+		c := g.next(t)
+		if c.what == "syncfs" {
+			drain = c
+		} else {
+			file = c
+		}
+	}
+	drain.reply <- errors.New("EIO (injected)")
+	waitFor(t, "the failed drain", func() bool { return s.epoch() != old })
+	file.reply <- nil
+	if err := <-r; err == nil {
+		t.Error("a request with writes from before the failed drain: got no error")
 	}
 }
 
@@ -279,7 +349,7 @@ func TestSyncStageLoneRequest(t *testing.T) {
 	if s.mode != SyncAuto {
 		t.Skip("syncfs is not available here")
 	}
-	g := newGate(s)
+	g := newGate(t, s)
 	r := goSync(s, paths[0], s.epoch())
 	c := g.next(t)
 	if c.what != "f0" {
@@ -304,7 +374,7 @@ func TestSyncStageLoneRequest(t *testing.T) {
 // covers writes made before it: the error it reported may have been theirs.
 func TestSyncStageFailure(t *testing.T) {
 	s, paths := newTestSyncer(t, SyncFS, 6)
-	g := newGate(s)
+	g := newGate(t, s)
 	boom := errors.New("EIO (injected)")
 
 	old := s.epoch() // a store's writes made now, synced only later
@@ -381,7 +451,7 @@ func TestSyncStageFailureFailsCommits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := newGate(e.sync)
+	g := newGate(t, e.sync)
 	rt := cairn.NewRuntime(e)
 	rt.Durability = cairn.Disk
 	rt.Logger = slog.New(slog.DiscardHandler)
