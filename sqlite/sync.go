@@ -46,10 +46,11 @@ const (
 )
 
 // SyncfsDirtyLimit is the dirty page cache of the node (Dirty plus
-// Writeback in /proc/meminfo) above which SyncAuto syncs a batch file by
-// file rather than with syncfs. syncfs writes about 0.4 ms per MB of
-// other data here (ext4 on a virtual disk: 1 GB dirty by another writer
-// made one syncfs take 400 ms, an fdatasync of a WAL 0.2 ms).
+// Writeback in /proc/meminfo) above which SyncAuto syncs file by file
+// rather than with syncfs, and drains it with a syncfs in the background.
+// syncfs writes about 0.4 ms per MB of other data here (ext4 on a virtual
+// disk: 1 GB dirty by another writer made one syncfs take 400 ms, an
+// fdatasync of a WAL 0.2 ms).
 const SyncfsDirtyLimit = 16 << 20
 
 // String returns "auto", "syncfs" or "files".
