@@ -169,6 +169,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "extra"}, ExitUsage, "unexpected arguments"},
 		{[]string{"serve", "--token", "nocolons"}, ExitUsage, "NAME:SECRET:SCOPE"},
 		{[]string{"serve", "--token", "a:short:admin"}, ExitUsage, "at least 16 characters"},
+		{[]string{"serve", "--sync", "sometimes"}, ExitUsage, "unknown sync mode"},
 	} {
 		name := strings.Join(tc.args, " ")
 		if name == "" {
@@ -640,5 +641,27 @@ func TestShutdownLosesNoAcknowledgedWrite(t *testing.T) {
 	}
 	if missing > 0 {
 		t.Errorf("%d of %d acknowledged writes lost", missing, len(acks))
+	}
+}
+
+// TestServeSyncModes serves with each sync mode and writes through it.
+func TestServeSyncModes(t *testing.T) {
+	for _, mode := range []string{"auto", "syncfs", "files"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Addr = "127.0.0.1:0"
+			cfg.Data = t.TempDir()
+			cfg.Sync = mode
+			url := startServer(t, cfg)
+			req, _ := http.NewRequest("PUT", url+"/v1/objects/kv/box/k", strings.NewReader("v"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode/100 != 2 {
+				t.Fatalf("PUT at sync %s: %s", mode, resp.Status)
+			}
+		})
 	}
 }

@@ -27,6 +27,7 @@ type Config struct {
 	Addr        string            `json:"addr"`
 	Data        string            `json:"data"`
 	Durability  string            `json:"durability"`
+	Sync        string            `json:"sync"`
 	IdleTimeout Duration          `json:"idle_timeout"`
 	MaxActive   int               `json:"max_active"`
 	MaxBody     int64             `json:"max_body_bytes"`
@@ -62,6 +63,7 @@ func DefaultConfig() Config {
 		Addr:        "127.0.0.1:8420",
 		Data:        "cairn-data",
 		Durability:  "disk",
+		Sync:        "auto",
 		IdleTimeout: Duration(60 * time.Second),
 		MaxActive:   10000,
 		MaxBody:     8 << 20,
@@ -135,6 +137,7 @@ func (m *Main) loadConfig(args []string) (Config, *flag.FlagSet, error) {
 	addr := fs.String("addr", cfg.Addr, "listen address HOST:PORT (env CAIRN_ADDR); a non-loopback address needs a token")
 	data := fs.String("data", cfg.Data, "data directory (env CAIRN_DATA)")
 	durability := fs.String("durability", cfg.Durability, "when a write is acknowledged: disk (fsynced; survives power loss) or process (reached the OS; survives kill -9) (env CAIRN_DURABILITY)")
+	syncMode := fs.String("sync", cfg.Sync, "how disk durability is reached: auto (one syncfs for a batch of objects, fdatasync for one), syncfs (always; a data directory on its own filesystem) or files (fdatasync each object's WAL) (env CAIRN_SYNC)")
 	idle := fs.Duration("idle-timeout", time.Duration(cfg.IdleTimeout), "evict an object from memory after this long without events")
 	maxActive := fs.Int("max-active", cfg.MaxActive, "objects kept in memory at most (least recently used are evicted)")
 	maxBody := fs.Int64("max-body-bytes", cfg.MaxBody, "largest request body accepted")
@@ -174,6 +177,7 @@ func (m *Main) loadConfig(args []string) (Config, *flag.FlagSet, error) {
 	env("CAIRN_ADDR", &cfg.Addr)
 	env("CAIRN_DATA", &cfg.Data)
 	env("CAIRN_DURABILITY", &cfg.Durability)
+	env("CAIRN_SYNC", &cfg.Sync)
 	env("CAIRN_LOG_LEVEL", &cfg.LogLevel)
 	if v := m.Getenv("CAIRN_TOKEN"); v != "" {
 		cfg.Tokens = append(cfg.Tokens, cairnhttp.Token{Name: "env", Secret: v, Admin: true})
@@ -186,6 +190,9 @@ func (m *Main) loadConfig(args []string) (Config, *flag.FlagSet, error) {
 	}
 	if set["durability"] {
 		cfg.Durability = *durability
+	}
+	if set["sync"] {
+		cfg.Sync = *syncMode
 	}
 	if set["idle-timeout"] {
 		cfg.IdleTimeout = Duration(*idle)
@@ -261,6 +268,10 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	if err != nil {
 		return err
 	}
+	sm, err := sqlite.ParseSyncMode(cfg.Sync)
+	if err != nil {
+		return errUsage{err.Error()}
+	}
 	dataDir, err := filepath.Abs(cfg.Data)
 	if err != nil {
 		return err
@@ -270,7 +281,7 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 		return errUsage{cairn.ErrorMessage(err)}
 	}
 
-	eng, err := sqlite.Open(dataDir, durability)
+	eng, err := sqlite.OpenWith(dataDir, durability, sqlite.Options{Sync: sm})
 	if err != nil {
 		return err
 	}
