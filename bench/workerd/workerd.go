@@ -39,8 +39,13 @@ var (
 const Package = "miniflare@4"
 
 // DefaultDir is where miniflare is installed unless told otherwise:
-// $XDG_CACHE_HOME/cairn/workerd, usually ~/.cache/cairn/workerd.
+// $CAIRN_CACHE/workerd if CAIRN_CACHE is set (the directory .ci/setup.d
+// installs the test peers into), else $XDG_CACHE_HOME/cairn/workerd,
+// usually ~/.cache/cairn/workerd.
 func DefaultDir() (string, error) {
+	if d := os.Getenv("CAIRN_CACHE"); d != "" {
+		return filepath.Join(d, "workerd"), nil
+	}
 	d, err := os.UserCacheDir()
 	if err != nil {
 		return "", err
