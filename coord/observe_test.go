@@ -62,6 +62,22 @@ func readWS(tb testing.TB, ctx context.Context, c *websocket.Conn) map[string]an
 	return m
 }
 
+// observeWS opens base's /observe WebSocket, closed when the test ends,
+// and returns it with its first message, which must be the state.
+func observeWS(tb testing.TB, ctx context.Context, base string) (*websocket.Conn, map[string]any) {
+	tb.Helper()
+	ws, _, err := websocket.Dial(ctx, wsURL(base)+"/observe", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ws.CloseNow() })
+	first := readWS(tb, ctx, ws)
+	if first["type"] != "state" {
+		tb.Fatalf("first websocket message: %v", first)
+	}
+	return ws, first
+}
+
 func TestLeaderElection(t *testing.T) {
 	srv := newServer(t, cairn.Process)
 	base := srv.url + "/v1/objects/leader/g"
@@ -69,14 +85,7 @@ func TestLeaderElection(t *testing.T) {
 	defer cancel()
 	events := openSSE(t, ctx, base+"/observe")
 	nextEvent(t, events, "state")
-	ws, _, err := websocket.Dial(ctx, wsURL(base)+"/observe", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	if m := readWS(t, ctx, ws); m["type"] != "state" {
-		t.Fatalf("first websocket message: %v", m)
-	}
+	ws, _ := observeWS(t, ctx, base)
 
 	a := mustPost[coord.CampaignResult](t, base+"/campaign", coord.CampaignArgs{Candidate: "a", TTLMs: 60000})
 	if !a.Elected || a.Term != 1 {

@@ -127,14 +127,7 @@ func TestLeaderTakeoverOnLapse(t *testing.T) {
 	defer cancel()
 	events := openSSE(t, ctx, base+"/observe")
 	nextEvent(t, events, "state")
-	ws, _, err := websocket.Dial(ctx, wsURL(base)+"/observe", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	if m := readWS(t, ctx, ws); m["type"] != "state" {
-		t.Fatalf("first websocket message: %v", m)
-	}
+	ws, _ := observeWS(t, ctx, base)
 
 	const ttl = 300 * time.Millisecond
 	start := time.Now()
@@ -205,15 +198,7 @@ func TestPresenceObserveWebSocket(t *testing.T) {
 	base := srv.url + "/v1/objects/presence/lobby"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, wsURL(base)+"/observe", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	first := readWS(t, ctx, ws)
-	if first["type"] != "state" {
-		t.Fatalf("first message: %v", first)
-	}
+	ws, _ := observeWS(t, ctx, base)
 	const ttl = 300 * time.Millisecond
 	mustPost[coord.HeartbeatResult](t, base+"/heartbeat", coord.HeartbeatArgs{Member: "ada", TTLMs: 60000, Metadata: json.RawMessage(`{"task":"review"}`)})
 	mustPost[coord.HeartbeatResult](t, base+"/heartbeat", coord.HeartbeatArgs{Member: "ada", TTLMs: 60000, Metadata: json.RawMessage(`{"task":"merge"}`)})
