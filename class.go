@@ -53,6 +53,20 @@ type AlarmHandler interface {
 	Alarm(ctx context.Context, a AlarmInfo) error
 }
 
+// Invalidator is implemented by an instance that keeps what it read from
+// its storage in memory rather than reading it again on every event, as a
+// Durable Object may: only its own handlers write its storage, and a turn
+// that fails is rolled back together with the instance (a handler that
+// returns an error must forget what it cached in that turn itself).
+//
+// The exception is an event run from outside the class, Stub.Run (the
+// admin API's KV, SQL and alarm edits, tools, tests): after each such event
+// the runtime calls Invalidate, still in the turn, and the instance must
+// read storage again before trusting its copy.
+type Invalidator interface {
+	Invalidate()
+}
+
 // AlarmInfo describes one delivery of an alarm.
 type AlarmInfo struct {
 	Scheduled  time.Time // when the alarm was set to fire

@@ -105,7 +105,9 @@ func (s *Stub) Fetch(w http.ResponseWriter, r *http.Request) error {
 
 // Run runs fn as an event of the object, with its State: for tools that act
 // on any object whatever its class (the admin API, tests). fn's error rolls
-// back its writes, as a handler's does.
+// back its writes, as a handler's does. An instance that is an Invalidator
+// is told afterwards, in the same turn, that its storage may have changed
+// under it.
 func (s *Stub) Run(ctx context.Context, fn func(ctx context.Context, st *State) error) error {
 	o, err := s.enter(ctx)
 	if err != nil {
@@ -113,7 +115,11 @@ func (s *Stub) Run(ctx context.Context, fn func(ctx context.Context, st *State) 
 	}
 	defer o.done()
 	return o.run(ctx, func(t *turn, inst *instance) error {
-		return fn(t.ctx, inst.st)
+		err := fn(t.ctx, inst.st)
+		if inv, ok := inst.value.(Invalidator); ok && o.inst == inst && t.holding {
+			inv.Invalidate()
+		}
+		return err
 	})
 }
 

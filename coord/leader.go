@@ -234,6 +234,9 @@ func (x *Leader) inspect(ctx context.Context) (LeaderInfo, error) {
 // the next waiting candidate is elected.
 func (x *Leader) Alarm(ctx context.Context, _ cairn.AlarmInfo) error { return x.done(x.l.alarm(ctx)) }
 
+// Invalidate implements cairn.Invalidator: the lease row is read again.
+func (x *Leader) Invalidate() { x.l.forget() }
+
 // WebSocketMessage implements cairn.WebSocketHandler: any message is
 // answered with the current state.
 func (x *Leader) WebSocketMessage(ctx context.Context, ws *cairn.WebSocket, m cairn.Message) error {

@@ -17,11 +17,14 @@ import (
 // strictly increases for the life of the object's storage, FIFO waiters,
 // expiry by alarm and idempotent retries by request id.
 //
-// Everything durable is in the object's SQLite; the only in-memory state is
-// the set of waiting requests (a channel each), which exists only while
-// their handlers run, so a fresh instance deletes any waiter rows it finds:
-// their handlers are gone (an instance is built anew only on activation or
-// after a reset, and an object is never evicted while a handler runs).
+// Everything durable is in the object's SQLite. In memory are the set of
+// waiting requests (a channel each), which exists only while their handlers
+// run, so a fresh instance deletes any waiter rows it finds: their handlers
+// are gone (an instance is built anew only on activation or after a reset,
+// and an object is never evicted while a handler runs); and a copy of the
+// lease row, as the instance last wrote or read it, forgotten when an
+// operation fails (its turn rolls back) or the runtime says storage changed
+// under it (cairn.Invalidator).
 
 var leaseMigrations = []cairn.Migration{{SQL: `
 CREATE TABLE lease (
@@ -93,6 +96,10 @@ type lease struct {
 
 	dirty bool // the current operation wrote: see finish
 
+	// The lease row as storage holds it in the current turn, or nil: read
+	// it again. Touched only by the turn's holder.
+	cached *leaseState
+
 	mu      sync.Mutex // guards waiters: touched by handlers inside Release
 	waiters map[int64]*leaseWaiter
 	records int // request records written by this instance, to prune now and then
@@ -124,6 +131,19 @@ type releasedError struct{ err error }
 func (e *releasedError) Error() string { return e.err.Error() }
 func (e *releasedError) Unwrap() error { return e.err }
 
+// remember keeps a copy of s, which the operation has just written.
+func (l *lease) remember(s *leaseState) {
+	c := *s
+	if s.holder != nil {
+		h := *s.holder
+		c.holder = &h
+	}
+	l.cached = &c
+}
+
+// forget drops the copy of the lease row: the next operation reads it.
+func (l *lease) forget() { l.cached = nil }
+
 // exec runs a write, noting that the operation wrote.
 func (l *lease) exec(query string, args ...any) (cairn.Result, error) {
 	l.dirty = true
@@ -141,7 +161,11 @@ func (l *lease) finish(err error) error {
 	}
 	dirty := l.dirty
 	l.dirty = false
-	if err == nil || !dirty {
+	if err == nil {
+		return nil
+	}
+	if !dirty {
+		l.forget()
 		return err
 	}
 	var ce *cairn.Error
@@ -150,6 +174,7 @@ func (l *lease) finish(err error) error {
 	if expected {
 		return cairn.Keep(err) // an answer, not a failure: keep the housekeeping
 	}
+	l.forget() // the turn rolls back
 	return err
 }
 
@@ -164,6 +189,14 @@ func str(v any) string {
 }
 
 func (l *lease) load() (leaseState, error) {
+	if l.cached != nil {
+		s := *l.cached
+		if s.holder != nil {
+			h := *s.holder
+			s.holder = &h
+		}
+		return s, nil
+	}
 	rows, err := l.st.Query(`SELECT last_token, next_seq, owner, token, expires_at, acquired_at FROM lease WHERE id = 1`)
 	if err != nil {
 		return leaseState{}, err
@@ -176,6 +209,7 @@ func (l *lease) load() (leaseState, error) {
 	if v[2] != nil {
 		s.holder = &Holder{Owner: str(v[2]), Token: i64(v[3]), ExpiresAt: i64(v[4]), AcquiredAt: i64(v[5])}
 	}
+	l.remember(&s)
 	return s, nil
 }
 
@@ -205,6 +239,7 @@ func (l *lease) clear(ctx context.Context, s *leaseState, kind string) error {
 	}
 	h := *s.holder
 	s.holder = nil
+	l.remember(s)
 	if l.notify != nil {
 		return l.notify(ctx, leaseEvent{Kind: kind, Holder: h})
 	}
@@ -220,6 +255,7 @@ func (l *lease) grant(ctx context.Context, s *leaseState, owner, requestID strin
 	}
 	s.lastToken = h.Token
 	s.holder = &h
+	l.remember(s)
 	if requestID != "" {
 		if err := l.record(owner, requestID, "acquire", h.Token, h.ExpiresAt, now); err != nil {
 			return h, err
@@ -234,6 +270,15 @@ func (l *lease) grant(ctx context.Context, s *leaseState, owner, requestID strin
 // grantNext grants a free lease to the first live waiter, in FIFO order.
 func (l *lease) grantNext(ctx context.Context, now int64, s *leaseState) error {
 	if s.holder != nil {
+		return nil
+	}
+	l.mu.Lock()
+	none := len(l.waiters) == 0
+	l.mu.Unlock()
+	if none {
+		// No handler of this instance waits. Rows of waiters that left
+		// are removed by their handlers (or by withdraw, or the next
+		// instance), so there is nobody to grant to.
 		return nil
 	}
 	rows, err := l.st.Query(`SELECT seq, owner, request_id, ttl_ms, deadline FROM lease_waiters WHERE granted IS NULL ORDER BY seq`)
@@ -303,25 +348,30 @@ func (l *lease) recorded(owner, requestID, op string) (token, expiresAt int64, o
 	return i64(rows.Values[0][0]), i64(rows.Values[0][1]), true, nil
 }
 
-// setAlarm points the object's alarm at the holder's expiry. Waiters need
-// none: each waiting handler keeps its own deadline, and waiter rows
-// without a handler are removed by the next instance or the next grant.
+// setAlarm makes sure the object's alarm fires by the holder's expiry.
+// Waiters need none: each waiting handler keeps its own deadline, and
+// waiter rows without a handler are removed by the next instance or the
+// next grant.
 //
-// With no holder the alarm is left as it is: it fires once for nothing
-// (alarm finds no lease to expire). Deleting it would make the next grant
-// set an alarm on an object without one, which costs a durable write to
-// the runtime's alarm index (an fsync at Disk) on every acquire; an alarm
-// that only moves later costs nothing there.
+// An alarm already set for a time still to come and no later than the
+// expiry is left alone: it fires early, finds the lease still held, and is
+// set again for the expiry then (alarm). Moving it on every grant and
+// renew would write a page to the object's WAL on each; this way an object
+// acquired and released all the time writes its alarm about once per TTL.
+// With no holder the alarm is left as it is too: it fires once for nothing.
+// Deleting it would make the next grant set an alarm on an object without
+// one, which costs a durable write to the runtime's alarm index (an fsync
+// at Disk) on every acquire.
 func (l *lease) setAlarm(s leaseState) error {
+	if s.holder == nil {
+		return nil
+	}
 	cur, ok, err := l.st.Alarm()
 	if err != nil {
 		return err
 	}
-	if s.holder == nil {
-		return nil
-	}
 	at := time.UnixMilli(s.holder.ExpiresAt)
-	if ok && cur.Equal(at) {
+	if ok && !cur.After(at) && cur.After(l.st.Now()) {
 		return nil
 	}
 	return l.st.SetAlarm(at)
@@ -383,6 +433,8 @@ func (l *lease) acquire(ctx context.Context, a acquireReq) (Holder, error) {
 	if _, err := l.exec(`UPDATE lease SET next_seq = ? WHERE id = 1`, seq+1); err != nil {
 		return Holder{}, err
 	}
+	s.nextSeq = seq + 1
+	l.remember(&s)
 	if _, err := l.exec(`INSERT INTO lease_waiters (seq, owner, request_id, ttl_ms, deadline, enqueued_at) VALUES (?, ?, ?, ?, ?, ?)`,
 		seq, a.owner, a.requestID, a.ttl, deadline, now); err != nil {
 		return Holder{}, err
@@ -502,6 +554,7 @@ func (l *lease) renew(ctx context.Context, owner string, token, ttl int64) (Hold
 	if _, err := l.exec(`UPDATE lease SET expires_at = ? WHERE id = 1`, s.holder.ExpiresAt); err != nil {
 		return Holder{}, err
 	}
+	l.remember(&s)
 	return *s.holder, l.setAlarm(s)
 }
 

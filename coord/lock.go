@@ -171,8 +171,14 @@ func (x *Lock) Inspect(ctx context.Context) (LockInfo, error) {
 func (x *Lock) Alarm(ctx context.Context, _ cairn.AlarmInfo) error {
 	err := x.l.alarm(ctx)
 	x.l.dirty = false
+	if err != nil {
+		x.l.forget() // the turn rolls back
+	}
 	return err
 }
+
+// Invalidate implements cairn.Invalidator: the lease row is read again.
+func (x *Lock) Invalidate() { x.l.forget() }
 
 // ServeHTTP implements http.Handler.
 func (x *Lock) ServeHTTP(w http.ResponseWriter, r *http.Request) {

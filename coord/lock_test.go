@@ -351,3 +351,61 @@ func TestLockHTTPInput(t *testing.T) {
 		t.Fatalf("acquire that timed out: got %d %q, want 504 timeout", r.status, r.code)
 	}
 }
+
+// The lock keeps its lease row in memory between calls; an edit made
+// from outside the class (the admin API's SQL console runs through
+// Stub.Run) is seen by the next call.
+func TestLockSeesOutsideEdits(t *testing.T) {
+	rt := newRuntime(t)
+	s := stub(t, rt, "lock", "res")
+	call[coord.AcquireResult](t, s, "Acquire", coord.AcquireArgs{Owner: "a", TTLMs: 60000})
+	err := s.Run(context.Background(), func(ctx context.Context, st *cairn.State) error {
+		_, err := st.Exec(`UPDATE lease SET owner = NULL, token = NULL, expires_at = NULL, acquired_at = NULL, last_token = 41`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := call[coord.AcquireResult](t, s, "Acquire", coord.AcquireArgs{Owner: "b", TTLMs: 60000})
+	if g.Token != 42 {
+		t.Fatalf("acquire after the lease row was cleared by hand: token %d, want 42", g.Token)
+	}
+	info := call[coord.LockInfo](t, s, "Inspect", nil)
+	if info.Holder == nil || info.Holder.Owner != "b" || info.LastToken != 42 {
+		t.Fatalf("inspect: %+v, want b holding 42", info)
+	}
+}
+
+// An alarm left for a later time by an earlier, longer lease does not
+// delay the expiry of a shorter one: the alarm is moved earlier.
+func TestLockShortLeaseAfterLongOne(t *testing.T) {
+	rt := newRuntime(t)
+	s := stub(t, rt, "lock", "res")
+	g := call[coord.AcquireResult](t, s, "Acquire", coord.AcquireArgs{Owner: "a", TTLMs: 3_600_000})
+	call[coord.ReleaseResult](t, s, "Release", coord.ReleaseArgs{Owner: "a", Token: g.Token})
+	alarm := func() time.Time {
+		var at time.Time
+		err := s.Run(context.Background(), func(ctx context.Context, st *cairn.State) error {
+			var err error
+			at, _, err = st.Alarm()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	if at := alarm(); time.Until(at) < 59*time.Minute {
+		t.Fatalf("alarm after an hour's lease: %v from now, want about an hour", time.Until(at))
+	}
+	const ttl = 200 * time.Millisecond
+	start := time.Now()
+	call[coord.AcquireResult](t, s, "Acquire", coord.AcquireArgs{Owner: "b", TTLMs: ttl.Milliseconds()})
+	if at := alarm(); at.After(start.Add(ttl + time.Second)) {
+		t.Fatalf("alarm after a %v lease: %v from the acquire", ttl, at.Sub(start))
+	}
+	waitFor(t, "expiry", func() bool { owner, _ := rawLease(t, s); return owner == "" })
+	if d := time.Since(start); d > ttl+expirySlack {
+		t.Fatalf("expired after %v, want within %v", d, ttl+expirySlack)
+	}
+}

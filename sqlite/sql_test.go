@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cairn-dev/cairn"
 	"github.com/cairn-dev/cairn/sqlite"
@@ -252,5 +253,60 @@ func TestStoreUserSQLCannotReadKV(t *testing.T) {
 		if _, err := s.Exec(q); cairn.ErrorCode(err) != cairn.Invalid {
 			t.Errorf("%s: got %v, want Invalid", q, err)
 		}
+	}
+}
+
+// The store keeps the alarm in memory once read or written; every way a
+// write is undone must undo it there too.
+func TestStoreAlarmFollowsRollbacks(t *testing.T) {
+	_, s, _ := openStore(t, "alarm")
+	t1 := time.Unix(1_800_000_000, 0)
+	t2 := t1.Add(time.Hour)
+	want := func(what string, at time.Time, set bool) {
+		t.Helper()
+		a, ok, err := s.Alarm()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok != set || set && !a.At.Equal(at) {
+			t.Errorf("%s: alarm %v, %v; want %v, %v", what, a.At, ok, at, set)
+		}
+	}
+	run := func(keep bool, fn func() error) {
+		t.Helper()
+		s.BeginTurn()
+		if err := fn(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EndTurn(keep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("new store", time.Time{}, false)
+	run(true, func() error { return s.SetAlarm(cairn.Alarm{At: t1}) })
+	want("set", t1, true)
+	run(false, func() error { return s.SetAlarm(cairn.Alarm{At: t2}) })
+	want("set, turn rolled back", t1, true)
+	run(false, func() error { return s.DeleteAlarm() })
+	want("deleted, turn rolled back", t1, true)
+	run(true, func() error {
+		if err := s.BeginTx(); err != nil {
+			return err
+		}
+		if err := s.SetAlarm(cairn.Alarm{At: t2}); err != nil {
+			return err
+		}
+		return s.EndTx(false)
+	})
+	want("set in a transaction rolled back", t1, true)
+	run(true, func() error { return s.DeleteAll() })
+	want("DeleteAll", time.Time{}, false)
+	run(true, func() error { return s.SetAlarm(cairn.Alarm{At: t2, Retries: 3}) })
+	if _, _, err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	want("committed", t2, true)
+	if a, _, _ := s.Alarm(); a.Retries != 3 {
+		t.Errorf("retries %d, want 3", a.Retries)
 	}
 }

@@ -36,6 +36,15 @@ type store struct {
 	broken  error
 	seq     uint64
 
+	// The object's alarm as storage holds it now (committed or not), when
+	// alarmKnown: read once, then kept by SetAlarm and DeleteAlarm, and
+	// forgotten by anything that may undo a write (a rollback, a failed
+	// statement) or remove it (DeleteAll, Close). The runtime reads the
+	// alarm around every commit that touched it, and leases on every call.
+	alarm      cairn.Alarm
+	alarmOK    bool
+	alarmKnown bool
+
 	user     map[string]*zs.Stmt // prepared user statements (authorized as user SQL)
 	kinds    map[string]stmtKind // what each cached user statement does
 	pageSize int64
@@ -283,6 +292,7 @@ func (s *store) check(err error) error {
 	if err == nil {
 		return nil
 	}
+	s.alarmKnown = false
 	if s.conn != nil && s.inTx && s.conn.AutocommitEnabled() {
 		s.broken = cairn.Errorf(cairn.Unavailable, "transaction rolled back by storage error: %v", err)
 		s.inTx, s.turnSP, s.txDepth = false, false, 0
@@ -332,6 +342,7 @@ func (s *store) EndTurn(keep bool) error {
 		return s.broken
 	}
 	if !keep {
+		s.alarmKnown = false
 		if err := s.exec("ROLLBACK TO turn"); err != nil {
 			return s.check(err)
 		}
@@ -366,6 +377,7 @@ func (s *store) EndTx(keep bool) error {
 	name := "tx" + strconv.Itoa(s.txDepth)
 	s.txDepth--
 	if !keep {
+		s.alarmKnown = false
 		if err := s.exec("ROLLBACK TO " + name); err != nil {
 			return s.check(err)
 		}
@@ -387,6 +399,7 @@ func (s *store) Commit() (cairn.CommitInfo, bool, error) {
 	}
 	epoch := s.e.sync.epoch()
 	if err := s.exec("COMMIT"); err != nil {
+		s.alarmKnown = false
 		err = s.check(err)
 		if !s.conn.AutocommitEnabled() {
 			s.exec("ROLLBACK")
@@ -469,6 +482,7 @@ func (s *store) Close() error {
 	if s.conn == nil {
 		return nil
 	}
+	s.alarmKnown = false
 	if s.inTx {
 		s.exec("ROLLBACK")
 		s.inTx = false
@@ -669,6 +683,9 @@ func (s *store) Alarm() (cairn.Alarm, bool, error) {
 	if s.conn == nil {
 		return cairn.Alarm{}, false, s.broken
 	}
+	if s.alarmKnown {
+		return s.alarm, s.alarmOK, nil
+	}
 	var a cairn.Alarm
 	ok := false
 	err := sqlitex.Execute(s.conn, `SELECT (SELECT v FROM _cairn_meta WHERE k = 'alarm_at'), (SELECT v FROM _cairn_meta WHERE k = 'alarm_retries')`,
@@ -680,7 +697,11 @@ func (s *store) Alarm() (cairn.Alarm, bool, error) {
 			}
 			return nil
 		}})
-	return a, ok, s.check(err)
+	if err != nil {
+		return a, false, s.check(err)
+	}
+	s.alarm, s.alarmOK, s.alarmKnown = a, ok, true
+	return a, ok, nil
 }
 
 // SetAlarm implements cairn.Store.
@@ -688,8 +709,12 @@ func (s *store) SetAlarm(a cairn.Alarm) error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	return s.check(s.exec(`INSERT INTO _cairn_meta (k, v) VALUES ('alarm_at', ?), ('alarm_retries', ?)
-		ON CONFLICT (k) DO UPDATE SET v = excluded.v`, a.At.UnixNano(), a.Retries))
+	if err := s.exec(`INSERT INTO _cairn_meta (k, v) VALUES ('alarm_at', ?), ('alarm_retries', ?)
+		ON CONFLICT (k) DO UPDATE SET v = excluded.v`, a.At.UnixNano(), a.Retries); err != nil {
+		return s.check(err)
+	}
+	s.alarm, s.alarmOK, s.alarmKnown = cairn.Alarm{At: time.Unix(0, a.At.UnixNano()), Retries: a.Retries}, true, true
+	return nil
 }
 
 // DeleteAlarm implements cairn.Store.
@@ -700,7 +725,11 @@ func (s *store) DeleteAlarm() error {
 	if err := s.writable(); err != nil {
 		return err
 	}
-	return s.check(s.exec(`DELETE FROM _cairn_meta WHERE k IN ('alarm_at', 'alarm_retries')`))
+	if err := s.exec(`DELETE FROM _cairn_meta WHERE k IN ('alarm_at', 'alarm_retries')`); err != nil {
+		return s.check(err)
+	}
+	s.alarm, s.alarmOK, s.alarmKnown = cairn.Alarm{}, false, true
+	return nil
 }
 
 // SchemaVersion implements cairn.Store.
@@ -731,6 +760,7 @@ func (s *store) DeleteAll() error {
 	if s.conn == nil {
 		return s.broken
 	}
+	s.alarmKnown = false
 	if err := s.writable(); err != nil {
 		return err
 	}
