@@ -63,6 +63,10 @@ type Server struct {
 	mu       sync.Mutex
 	srv      *http.Server
 	shutdown bool
+
+	// rpcSockets are the live sockets of /v1/rpc, which Shutdown closes
+	// (http.Server does not track hijacked connections).
+	rpcSockets rpcSockets
 }
 
 // Route is an extra route for Server.Routes. It needs the admin scope,
@@ -138,6 +142,7 @@ func (s *Server) Handler() http.Handler {
 		handle("/metrics", "metrics", s.admin(mh.ServeHTTP))
 	}
 	handle("POST /v1/objects/{ns}/{name}/rpc/{method}", "rpc", s.object(s.rpc))
+	handle("/v1/rpc", "rpc-upgrade", s.rpcSocket)
 	handle("/v1/objects/{ns}/{name}", "fetch", s.object(s.fetch))
 	handle("/v1/objects/{ns}/{name}/{path...}", "fetch", s.object(s.fetch))
 	s.adminRoutes(handle)
@@ -257,14 +262,22 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops accepting connections and waits for requests in progress
-// (or ctx). WebSockets are closed by the runtime's Close.
+// (or ctx). RPC sockets (/v1/rpc) take no new calls and are closed with
+// 1001 once their calls in progress are answered (or ctx ends); objects'
+// WebSockets are closed by the runtime's Close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
 	srv := s.server()
 	s.mu.Lock()
 	s.shutdown = true
 	s.mu.Unlock()
-	return srv.Shutdown(ctx)
+	rpc := make(chan error, 1)
+	go func() { rpc <- s.rpcSockets.shutdown(ctx) }()
+	err := srv.Shutdown(ctx)
+	if rerr := <-rpc; err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // Auth.
