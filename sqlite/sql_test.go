@@ -5,12 +5,18 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"maps"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairn-dev/cairn"
 	"github.com/cairn-dev/cairn/sqlite"
+	zs "zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
 )
 
 // These tests hold the engine to the cairn.Store contract directly, below
@@ -308,5 +314,102 @@ func TestStoreAlarmFollowsRollbacks(t *testing.T) {
 	want("committed", t2, true)
 	if a, _, _ := s.Alarm(); a.Retries != 3 {
 		t.Errorf("retries %d, want 3", a.Retries)
+	}
+}
+
+// At Disk the engine extends an object's WAL with zeros ahead of SQLite,
+// so that commits overwrite blocks already in the file. A crash image of
+// such a WAL (the files as they are, no checkpoint, across SQLite's own
+// restarts of the WAL) must recover every commit.
+func TestStoreWALExtendedAhead(t *testing.T) {
+	dir := t.TempDir()
+	eng, err := sqlite.Open(dir, cairn.Disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ns, err := cairn.NewRuntime(eng).Register("t", cairn.Class{New: func(*cairn.State) (any, error) { return struct{}{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := ns.IDFromName("wal")
+	s, err := eng.OpenStore(context.Background(), cairn.ObjectRef{Namespace: "t", ID: id, Name: "wal"}, cairn.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	walPath := func() string {
+		m, _ := filepath.Glob(filepath.Join(dir, "objects", "*", "*.db-wal"))
+		if len(m) != 1 {
+			t.Fatalf("WAL files: %v, want one", m)
+		}
+		return m[0]
+	}
+	const n = 1500 // about 3,000 frames: SQLite checkpoints and restarts the WAL twice
+	value := bytes.Repeat([]byte("v"), 700)
+	sizes := map[int64]bool{}
+	for i := range n {
+		s.BeginTurn()
+		if err := s.Put([]cairn.Entry{{Key: fmt.Sprintf("k%05d", i), Value: value}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EndTurn(true); err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := s.Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Sync(c); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(walPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[fi.Size()] = true
+	}
+	t.Logf("WAL sizes seen: %d, the largest %d bytes", len(sizes), slices.Max(slices.Collect(maps.Keys(sizes))))
+	if len(sizes) < 2 {
+		t.Errorf("the WAL was never extended: sizes %v", sizes)
+	}
+	for sz := range sizes {
+		if sz%(64<<10) != 0 {
+			t.Errorf("WAL size %d after a commit: not extended to a whole chunk", sz)
+		}
+	}
+	// The crash image: both files copied as they are, the store still open.
+	img := t.TempDir()
+	dbPath := strings.TrimSuffix(walPath(), "-wal")
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(dbPath + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(img, "x.db"+suffix), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := zs.OpenConn(filepath.Join(img, "x.db"), zs.OpenReadWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var count int
+	var check string
+	if err := sqlitex.ExecuteTransient(conn, `SELECT count(*), max(key) FROM _cairn_kv`, &sqlitex.ExecOptions{ResultFunc: func(stmt *zs.Stmt) error {
+		count = stmt.ColumnInt(0)
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlitex.ExecuteTransient(conn, `PRAGMA integrity_check`, &sqlitex.ExecOptions{ResultFunc: func(stmt *zs.Stmt) error {
+		check = stmt.ColumnText(0)
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if count != n || check != "ok" {
+		t.Fatalf("crash image: %d entries, integrity %q; want %d, ok", count, check, n)
 	}
 }

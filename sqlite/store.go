@@ -54,6 +54,9 @@ type store struct {
 	// Sync state, touched only by Sync (one goroutine at a time).
 	walSynced bool
 
+	// The size the WAL was last extended to with zeros (see growWAL).
+	walAlloc int64
+
 	// What Sync must cover, shared by Commit and Sync.
 	syncMu    sync.Mutex
 	committed uint64 // seq of the last commit
@@ -420,8 +423,55 @@ func (s *store) Commit() (cairn.CommitInfo, bool, error) {
 		s.refreshBytes()
 		s.bytesAt = now
 	}
+	if s.e.level == cairn.Disk {
+		s.growWAL()
+	}
 	return cairn.CommitInfo{Seq: s.seq}, true, nil
 }
+
+// walChunk is how far past its end an object's WAL is extended with zeros
+// at a time. A commit that appends to a file changes its size and block
+// map, so its sync must commit the filesystem's journal; a commit that
+// overwrites blocks already in the file needs only its data written (an
+// fdatasync of a 4 KiB overwrite took 0.09 ms here, of an append 0.17 ms,
+// and a syncfs of 16 files 0.63 ms against 1.53 ms). SQLite writes its WAL
+// front to back and starts again at the front after a checkpoint, so an
+// extended WAL is appended to once per chunk. The zeros are no valid
+// frame (page number 0, salts that do not match the header): SQLite's
+// recovery stops at the first of them.
+const walChunk = 64 << 10
+
+// growWAL extends the WAL with zeros once SQLite has written past the part
+// extended before. It runs in the turn (Commit), when SQLite is not
+// writing the WAL; failing changes nothing but speed.
+func (s *store) growWAL() {
+	path := s.path + "-wal"
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	size := fi.Size()
+	if size < walHeaderSize || size <= s.walAlloc {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	end := (size/walChunk + 1) * walChunk
+	if _, err := f.WriteAt(walZeros[:end-size], size); err != nil {
+		return
+	}
+	s.walAlloc = end
+}
+
+// walZeros is what growWAL writes (never written to).
+var walZeros = make([]byte, walChunk)
+
+// walHeaderSize is the size of a WAL's header: a WAL shorter than that
+// has not been started by SQLite yet.
+const walHeaderSize = 32
 
 func (s *store) refreshBytes() {
 	var n int64
@@ -483,6 +533,7 @@ func (s *store) Close() error {
 		return nil
 	}
 	s.alarmKnown = false
+	s.walAlloc = 0
 	if s.inTx {
 		s.exec("ROLLBACK")
 		s.inTx = false

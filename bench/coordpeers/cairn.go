@@ -20,15 +20,18 @@ import (
 
 // cairnSystem is cairn as `cairn serve --durability disk` runs it: the
 // runtime on SQLite, the coord classes, the HTTP server on loopback.
+// Clients call over an RPC WebSocket each (socket) or with one HTTP
+// request per call.
 type cairnSystem struct {
-	eng  *sqlite.Engine
-	rt   *cairn.Runtime
-	srv  *cairnhttp.Server
-	url  string
-	errc chan error
+	eng    *sqlite.Engine
+	rt     *cairn.Runtime
+	srv    *cairnhttp.Server
+	url    string
+	socket bool
+	errc   chan error
 }
 
-func startCairn(dir, durability, syncMode string, log *slog.Logger) (*cairnSystem, error) {
+func startCairn(dir, durability, syncMode string, socket bool, log *slog.Logger) (*cairnSystem, error) {
 	level, err := cairn.ParseDurability(durability)
 	if err != nil {
 		return nil, err
@@ -61,7 +64,7 @@ func startCairn(dir, durability, syncMode string, log *slog.Logger) (*cairnSyste
 		rt.Close(context.Background())
 		return nil, err
 	}
-	s := &cairnSystem{eng: eng, rt: rt, srv: srv, url: "http://" + ln.Addr().String(), errc: make(chan error, 1)}
+	s := &cairnSystem{eng: eng, rt: rt, srv: srv, url: "http://" + ln.Addr().String(), socket: socket, errc: make(chan error, 1)}
 	go func() { s.errc <- srv.Serve(ln) }()
 	return s, nil
 }
@@ -100,15 +103,47 @@ func (s *cairnSystem) close() error {
 	return errors.Join(serr, cerr)
 }
 
-// dial returns a client with one keep-alive connection of its own, as a
-// separate process would have.
+// dial returns a client with one connection of its own, as a separate
+// process would have: an RPC WebSocket, or an HTTP keep-alive connection.
 func (s *cairnSystem) dial(ctx context.Context, i int) (locker, error) {
+	owner := fmt.Sprintf("client-%d", i)
+	if s.socket {
+		conn, err := cairnhttp.NewClient(s.url, "").DialRPC(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &cairnSocketLocker{conn: conn, owner: owner}, nil
+	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}
 	return &cairnLocker{
 		hc:    &http.Client{Transport: tr, Timeout: 30 * time.Second},
 		url:   s.url,
-		owner: fmt.Sprintf("client-%d", i),
+		owner: owner,
 	}, nil
+}
+
+// cairnSocketLocker calls the lock's RPC methods over its WebSocket.
+type cairnSocketLocker struct {
+	conn  *cairnhttp.RPCConn
+	owner string
+}
+
+func (c *cairnSocketLocker) close() error { return c.conn.Close() }
+
+// roundTrip is cairnLocker.roundTrip over the socket.
+func (c *cairnSocketLocker) roundTrip(ctx context.Context, lock string) error {
+	var g coord.AcquireResult
+	if err := c.conn.Call(ctx, "lock", lock, "Acquire", coord.AcquireArgs{Owner: c.owner, TTLMs: 30000, WaitMs: 10000}, &g); err != nil {
+		return fmt.Errorf("acquire: %w", err)
+	}
+	var r coord.ReleaseResult
+	if err := c.conn.Call(ctx, "lock", lock, "Release", coord.ReleaseArgs{Owner: c.owner, Token: g.Token}, &r); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	if !r.Released {
+		return errors.New("release: not released")
+	}
+	return nil
 }
 
 type cairnLocker struct {

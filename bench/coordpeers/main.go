@@ -2,7 +2,10 @@
 // otherwise pick for a distributed lock, in one run over loopback: Redis
 // (SET NX PX and a compare-and-delete script, durable with appendfsync
 // always, and with everysec for reference) and etcd's concurrency.Mutex
-// (embedded etcd, fsync on). Each system gets --clients concurrent clients
+// (embedded etcd, fsync on). cairn is measured twice: "cairn" calls the
+// lock's RPC methods over one WebSocket per client (GET /v1/rpc, as Redis
+// and etcd clients keep one connection), "cairn-http" with one HTTP
+// request per call. Each system gets --clients concurrent clients
 // doing acquire+release round trips for --duration, on one lock and on
 // 1,000 locks taken round robin; the table shows round trips per second,
 // the latency of a round trip and the ratio to cairn.
@@ -70,7 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per system and lock count")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before each measurement")
 	locks := fs.String("locks", "1,1000", "lock counts to run, separated by commas (round robin over the locks)")
-	systems := fs.String("systems", "cairn,redis-always,redis-everysec,etcd", "systems to run, separated by commas")
+	systems := fs.String("systems", "cairn,cairn-http,redis-always,redis-everysec,etcd", "systems to run, separated by commas")
 	fs.StringVar(&o.redis, "redis-server", "redis-server", "the redis-server binary")
 	fs.StringVar(&o.data, "data", "", "directory for the systems' data (default: a temporary directory, removed at the end)")
 	fs.StringVar(&o.durability, "cairn-durability", "disk", "cairn's durability: disk (fsync before answering, the fair comparison) or process (to see what fsync costs)")
@@ -92,7 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	for _, s := range strings.Split(*systems, ",") {
 		s = strings.TrimSpace(s)
 		switch s {
-		case "cairn", "redis-always", "redis-everysec", "etcd":
+		case "cairn", "cairn-http", "redis-always", "redis-everysec", "etcd":
 			o.systems = append(o.systems, s)
 		default:
 			return o, fmt.Errorf("--systems: unknown system %q", s)
@@ -172,8 +175,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 				continue
 			}
 			var prof *os.File
-			if name == "cairn" && o.cpuprofile != "" {
-				if prof, err = os.Create(fmt.Sprintf("%s.%d", o.cpuprofile, n)); err != nil {
+			if strings.HasPrefix(name, "cairn") && o.cpuprofile != "" {
+				if prof, err = os.Create(fmt.Sprintf("%s.%s.%d", o.cpuprofile, name, n)); err != nil {
 					sys.close()
 					return err
 				}
@@ -205,8 +208,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 // is skipped.
 func start(ctx context.Context, name, dir string, o options, log *slog.Logger) (system, string, error) {
 	switch name {
-	case "cairn":
-		s, err := startCairn(dir, o.durability, o.sync, log)
+	case "cairn", "cairn-http":
+		s, err := startCairn(dir, o.durability, o.sync, name == "cairn", log)
 		return s, "", err
 	case "redis-always", "redis-everysec":
 		return startRedis(ctx, o.redis, dir, strings.TrimPrefix(name, "redis-"), o.clients)
