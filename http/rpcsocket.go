@@ -1,10 +1,12 @@
 package http
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -106,6 +108,7 @@ func (ss *rpcSockets) shutdown(ctx context.Context) error {
 type rpcSocket struct {
 	s    *Server
 	conn *websocket.Conn
+	raw  net.Conn // under conn, to cut it when a close handshake hangs
 	tok  *Token
 
 	ctx    context.Context // the calls' parent; canceled when the socket ends
@@ -141,7 +144,8 @@ func (s *Server) rpcSocket(w http.ResponseWriter, r *http.Request) {
 		writeErrorCode(w, http.StatusUpgradeRequired, string(cairn.Invalid), "/v1/rpc is a WebSocket: send GET with Upgrade: websocket")
 		return
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	hw := &hijackRecorder{ResponseWriter: w}
+	c, err := websocket.Accept(hw, r, &websocket.AcceptOptions{
 		// Browsers from other origins are refused unless they carry a
 		// token; the request was authenticated above.
 		InsecureSkipVerify: len(s.hashes) > 0,
@@ -151,7 +155,7 @@ func (s *Server) rpcSocket(w http.ResponseWriter, r *http.Request) {
 		return // Accept wrote the response
 	}
 	c.SetReadLimit(s.MaxBodyBytes + rpcEnvelopeBytes)
-	sock := &rpcSocket{s: s, conn: c, tok: tok, work: make(chan *rpcJob), done: make(chan struct{}), calls: make(map[string]context.CancelFunc)}
+	sock := &rpcSocket{s: s, conn: c, raw: hw.conn, tok: tok, work: make(chan *rpcJob), done: make(chan struct{}), calls: make(map[string]context.CancelFunc)}
 	sock.ctx, sock.cancel = context.WithCancel(context.Background())
 	if s.Metrics != nil {
 		sock.ok = s.Metrics.requests.WithLabelValues(rpcRoute, "200")
@@ -304,6 +308,14 @@ func (sock *rpcSocket) call(job *rpcJob) {
 	delete(sock.calls, job.key)
 	sock.mu.Unlock()
 	job.cancel()
+	// Counted before the answer goes out, so that a client that reads it
+	// sees it counted.
+	if sock.latency != nil {
+		sock.latency.Observe(time.Since(start).Seconds())
+		if err == nil {
+			sock.ok.Inc()
+		}
+	}
 	if err == nil {
 		buf := rpcBuffers.Get().(*[]byte)
 		b := append((*buf)[:0], `{"id":`...)
@@ -326,12 +338,6 @@ func (sock *rpcSocket) call(job *rpcJob) {
 		sock.drained = nil
 	}
 	sock.mu.Unlock()
-	if sock.latency != nil {
-		sock.latency.Observe(time.Since(start).Seconds())
-		if err == nil {
-			sock.ok.Inc()
-		}
-	}
 }
 
 // rpcBuffers holds buffers for encoding answers.
@@ -378,14 +384,14 @@ func (sock *rpcSocket) answerError(id json.RawMessage, err error) {
 	if a.ID == nil {
 		a.ID = json.RawMessage("null")
 	}
+	if sock.s.Metrics != nil {
+		sock.s.Metrics.requests.WithLabelValues(rpcRoute, strconv.Itoa(a.Error.Status)).Inc()
+	}
 	b, merr := json.Marshal(a)
 	if merr != nil {
 		return
 	}
 	sock.conn.Write(context.Background(), websocket.MessageText, b)
-	if sock.s.Metrics != nil {
-		sock.s.Metrics.requests.WithLabelValues(rpcRoute, strconv.Itoa(a.Error.Status)).Inc()
-	}
 }
 
 // drain closes the socket for Shutdown: no new calls; once those in
@@ -401,10 +407,12 @@ func (sock *rpcSocket) drain(ctx context.Context) error {
 		sock.drained = drained
 	}
 	sock.mu.Unlock()
+	var err error
 	if drained != nil {
 		select {
 		case <-drained:
 		case <-ctx.Done():
+			err = ctx.Err() // the calls in progress are cut short
 		}
 	}
 	closed := make(chan struct{})
@@ -415,17 +423,38 @@ func (sock *rpcSocket) drain(ctx context.Context) error {
 	select {
 	case <-closed:
 	case <-ctx.Done():
-		sock.conn.CloseNow() // unblocks the Close above
+		// The peer does not answer the close frame: cut the
+		// connection, which ends Close (CloseNow would wait for it).
+		sock.raw.Close()
+		<-closed
 	}
 	select {
 	case <-sock.done:
-		<-closed
-		return nil
 	case <-ctx.Done():
-		<-closed
-		return ctx.Err()
+		select {
+		case <-sock.done:
+		default:
+			err = ctx.Err() // a call ignores its canceled context
+		}
 	}
+	return err
 }
+
+// hijackRecorder keeps the connection websocket.Accept hijacks.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+// Hijack implements http.Hijacker.
+func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.conn = c
+	return c, rw, err
+}
+
+// Unwrap lets http.ResponseController reach the writer underneath.
+func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // validID reports whether id is a JSON number or string.
 func validID(id json.RawMessage) bool {
