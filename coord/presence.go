@@ -24,7 +24,8 @@ import (
 //
 // and the same as RPC: POST /v1/objects/presence/{room}/rpc/Heartbeat, ...
 var PresenceClass = cairn.Class{
-	New: newPresence,
+	PageSize: smallPages,
+	New:      newPresence,
 	Migrations: []cairn.Migration{{SQL: `
 CREATE TABLE members (
 	member TEXT PRIMARY KEY,

@@ -413,3 +413,67 @@ func TestStoreWALExtendedAhead(t *testing.T) {
 		t.Fatalf("crash image: %d entries, integrity %q; want %d, ok", count, check, n)
 	}
 }
+
+// A class's page size is the page size of its objects' databases; the
+// runtime refuses one SQLite cannot use.
+func TestStorePageSize(t *testing.T) {
+	dir := t.TempDir()
+	eng, err := sqlite.Open(dir, cairn.Process)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	rt := cairn.NewRuntime(eng)
+	for _, bad := range []int{-1, 256, 1000, 131072} {
+		_, err := rt.Register(fmt.Sprintf("bad%d", bad+2), cairn.Class{New: func(*cairn.State) (any, error) { return struct{}{}, nil }, PageSize: bad})
+		if cairn.ErrorCode(err) != cairn.Invalid {
+			t.Errorf("page size %d: got %v, want invalid", bad, err)
+		}
+	}
+	ns, err := rt.Register("t", cairn.Class{New: func(*cairn.State) (any, error) { return struct{}{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{0, 1024, 512, 65536} {
+		name := fmt.Sprintf("p%d", size)
+		id, _ := ns.IDFromName(name)
+		s, err := eng.OpenStore(context.Background(), cairn.ObjectRef{Namespace: "t", ID: id, Name: name}, cairn.StoreOptions{PageSize: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.BeginTurn()
+		if err := s.Put([]cairn.Entry{{Key: "k", Value: bytes.Repeat([]byte("x"), 3000)}}); err != nil {
+			t.Fatal(err)
+		}
+		s.EndTurn(true)
+		if _, _, err := s.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.Get([]string{"k"})
+		if err != nil || len(m["k"]) != 3000 {
+			t.Fatalf("page size %d: read back %d bytes, %v", size, len(m["k"]), err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		paths, _ := filepath.Glob(filepath.Join(dir, "objects", "*", id.String()+".db"))
+		if len(paths) != 1 {
+			t.Fatalf("database of %s: %v", name, paths)
+		}
+		b, err := os.ReadFile(paths[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := int(b[16])<<8 | int(b[17])
+		if got == 1 {
+			got = 65536
+		}
+		want := size
+		if want == 0 {
+			want = 4096
+		}
+		if got != want {
+			t.Errorf("database of %s: page size %d in its header, want %d", name, got, want)
+		}
+	}
+}
