@@ -42,6 +42,20 @@ type rpcFrame struct {
 	Args   json.RawMessage `json:"args"`
 }
 
+// decodeFrame decodes a frame strictly: a member the protocol does not
+// have (a misspelt "args") is an error rather than silently dropped.
+func decodeFrame(b []byte, f *rpcFrame) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(f); err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(b[dec.InputOffset():])) > 0 {
+		return errors.New("data after the JSON object")
+	}
+	return nil
+}
+
 // rpcErrorAnswer is the answer to a call that failed.
 type rpcErrorAnswer struct {
 	ID    json.RawMessage `json:"id"`
@@ -208,11 +222,14 @@ func (sock *rpcSocket) serve() {
 func (sock *rpcSocket) frame(b []byte) {
 	job := new(rpcJob)
 	f := &job.f
-	if err := json.Unmarshal(b, f); err != nil {
+	if err := decodeFrame(b, f); err != nil {
+		// Answer with the id if the frame is a JSON object that has one.
+		var probe struct {
+			ID json.RawMessage `json:"id"`
+		}
 		var id json.RawMessage
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && validID(f.ID) {
-			id = f.ID // the rest is well-formed JSON, so the id was read
+		if json.Unmarshal(b, &probe) == nil && validID(probe.ID) {
+			id = probe.ID
 		}
 		sock.answerError(id, cairn.Errorf(cairn.Invalid, "malformed frame: %v", err))
 		return
