@@ -97,6 +97,8 @@ func upgradeError(resp *http.Response, err error) error {
 // If ctx ends first, Call asks the server to cancel the call and returns
 // ctx.Err(): the call may still have run, as with an HTTP request that
 // timed out. If the socket is lost, every waiting call fails at once.
+// Sending the call is not cut short by ctx (the library would close the
+// socket under the other calls): a server that stops reading holds it up.
 func (r *RPCConn) Call(ctx context.Context, ns, name, method string, args, out any) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -117,8 +117,9 @@ func (ss *rpcSockets) shutdown(ctx context.Context) error {
 }
 
 // rpcSocket is one client's socket at /v1/rpc. The request goroutine reads
-// frames (serve); each call runs on its own goroutine and writes its own
-// answer (conn.Write is safe for concurrent use).
+// frames (serve); each call runs on a worker goroutine, which writes the
+// call's answer itself (conn.Write is safe for concurrent use), so that
+// answers go out in completion order without a writer goroutine between.
 type rpcSocket struct {
 	s    *Server
 	conn *websocket.Conn
@@ -141,10 +142,10 @@ type rpcSocket struct {
 	latency prometheus.Observer // nil without metrics
 }
 
-// rpcSocket serves GET /v1/rpc: a WebSocket that carries object RPC calls
+// serveRPC serves GET /v1/rpc: a WebSocket that carries object RPC calls
 // as JSON text frames, many at a time (see docs/api.md, "RPC over a
 // WebSocket").
-func (s *Server) rpcSocket(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		methodNotAllowed(w, r, "GET")
 		return

@@ -142,7 +142,7 @@ func (s *Server) Handler() http.Handler {
 		handle("/metrics", "metrics", s.admin(mh.ServeHTTP))
 	}
 	handle("POST /v1/objects/{ns}/{name}/rpc/{method}", "rpc", s.object(s.rpc))
-	handle("/v1/rpc", "rpc-upgrade", s.rpcSocket)
+	handle("/v1/rpc", "rpc-upgrade", s.serveRPC)
 	handle("/v1/objects/{ns}/{name}", "fetch", s.object(s.fetch))
 	handle("/v1/objects/{ns}/{name}/{path...}", "fetch", s.object(s.fetch))
 	s.adminRoutes(handle)
