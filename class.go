@@ -29,15 +29,6 @@ type Class struct {
 	// and inside the activating turn (G10). Append only: never edit or
 	// reorder a migration that has shipped.
 	Migrations []Migration
-
-	// PageSize is the SQLite page size of the databases of the class's
-	// objects, fixed when an object's database is created (changing it
-	// later affects new objects only): a power of two from 512 to 65536,
-	// or 0 for 4096. Each commit writes every page it changed to the WAL,
-	// so a class whose turns change a few bytes of small rows (a lock's
-	// lease) writes and syncs less with small pages; a class that stores
-	// large values reads and writes fewer pages with big ones.
-	PageSize int
 }
 
 // Migration is one step of a class's schema. SQL, if set, runs first as user

@@ -80,10 +80,6 @@ type StoreOptions struct {
 	MaxSQLLen int
 	// MaxValueBytes caps one value (a KV value, or a string or blob in SQL).
 	MaxValueBytes int
-	// PageSize is the page size of a database the store creates
-	// (Class.PageSize; 0 for the engine's default). An existing database
-	// keeps its own.
-	PageSize int
 }
 
 // ObjectInfo is a catalog entry.

@@ -452,7 +452,6 @@ func (o *object) activate(t *turn) (err error) {
 		MaxBytes:      o.rt.Limits.MaxObjectBytes,
 		MaxSQLLen:     o.rt.Limits.MaxSQLBytes,
 		MaxValueBytes: o.rt.Limits.MaxValueBytes,
-		PageSize:      o.ns.class.PageSize,
 	})
 	if err != nil {
 		return fmt.Errorf("activate %s: %w", o.ref.ID, err)

@@ -136,9 +136,6 @@ func (rt *Runtime) Register(name string, class Class) (*Namespace, error) {
 	if class.New == nil {
 		return nil, Errorf(Invalid, "class of namespace %q has no New", name)
 	}
-	if p := class.PageSize; p != 0 && (p < 512 || p > 65536 || p&(p-1) != 0) {
-		return nil, Errorf(Invalid, "class of namespace %q: page size %d is not a power of two from 512 to 65536", name, p)
-	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if rt.opened {

@@ -29,12 +29,6 @@ const (
 	MaxBodyBytes     = 256 << 10
 )
 
-// smallPages is the page size of locks', leaders' and presence rooms'
-// databases: their turns rewrite a small row (a lease, a member's expiry)
-// and commit often, and a commit writes each page it changed to the WAL,
-// so a 1 KiB page is a quarter of the bytes to sync of SQLite's default.
-const smallPages = 1024
-
 // requestWindow is how long a request id's result is remembered for
 // retries, in milliseconds, and requestCap how many are kept at most.
 const (

@@ -23,7 +23,6 @@ import (
 //
 // and the same as RPC: POST /v1/objects/leader/{group}/rpc/Campaign, ...
 var LeaderClass = cairn.Class{
-	PageSize: smallPages,
 	New: func(st *cairn.State) (any, error) {
 		l, err := newLease(st, "Cancel")
 		if err != nil {

@@ -20,7 +20,6 @@ import (
 //
 // and the same as RPC: POST /v1/objects/lock/{resource}/rpc/Acquire, ...
 var LockClass = cairn.Class{
-	PageSize: smallPages,
 	New: func(st *cairn.State) (any, error) {
 		l, err := newLease(st, "Cancel")
 		if err != nil {

@@ -24,8 +24,7 @@ import (
 //
 // and the same as RPC: POST /v1/objects/presence/{room}/rpc/Heartbeat, ...
 var PresenceClass = cairn.Class{
-	PageSize: smallPages,
-	New:      newPresence,
+	New: newPresence,
 	Migrations: []cairn.Migration{{SQL: `
 CREATE TABLE members (
 	member TEXT PRIMARY KEY,

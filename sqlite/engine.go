@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -49,8 +48,9 @@ type Engine struct {
 	nowFunc func() time.Time
 	sync    *syncer // the sync stage: stores' and the catalog's syncs
 
-	tmplMu sync.Mutex
-	tmpl   map[int][]byte // empty databases by page size (see writeTemplate)
+	tmplOnce sync.Once
+	tmpl     []byte
+	tmplErr  error
 }
 
 // Options are an Engine's tunables. The zero value is the default.
@@ -336,30 +336,17 @@ func syncDir(dir string) error {
 // reserved tables, no identity rows: open finishes the creation). It
 // writes a temporary file and renames it, so that path never holds half a
 // database.
-func (e *Engine) writeTemplate(path string, pageSize int) error {
-	if pageSize == 0 {
-		pageSize = defaultPageSize
+func (e *Engine) writeTemplate(path string) error {
+	e.tmplOnce.Do(func() { e.tmpl, e.tmplErr = buildTemplate(filepath.Join(e.dir, "template.tmp")) })
+	if e.tmplErr != nil {
+		return e.tmplErr
 	}
-	e.tmplMu.Lock()
-	tmpl, ok := e.tmpl[pageSize]
-	if !ok {
-		var err error
-		if tmpl, err = buildTemplate(filepath.Join(e.dir, "template.tmp"), pageSize); err != nil {
-			e.tmplMu.Unlock()
-			return err
-		}
-		if e.tmpl == nil {
-			e.tmpl = make(map[int][]byte)
-		}
-		e.tmpl[pageSize] = tmpl
-	}
-	e.tmplMu.Unlock()
 	tmp := path + ".new"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(tmpl)
+	_, err = f.Write(e.tmpl)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -372,12 +359,8 @@ func (e *Engine) writeTemplate(path string, pageSize int) error {
 	return err
 }
 
-// defaultPageSize is SQLite's default page size, for classes that set none.
-const defaultPageSize = 4096
-
-// buildTemplate makes the template database at path, with the given page
-// size, and returns its bytes.
-func buildTemplate(path string, pageSize int) ([]byte, error) {
+// buildTemplate makes the template database at path and returns its bytes.
+func buildTemplate(path string) ([]byte, error) {
 	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
 		os.Remove(p)
 	}
@@ -390,7 +373,7 @@ func buildTemplate(path string, pageSize int) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build template: %w", err)
 	}
-	err = pragmas(conn, "page_size="+strconv.Itoa(pageSize), "journal_mode=WAL")
+	err = pragmas(conn, "journal_mode=WAL")
 	if err == nil {
 		err = sqlitex.ExecuteScript(conn, storeSchema, nil)
 	}

@@ -132,7 +132,7 @@ func (s *store) open(create bool) error {
 		// Start from a copy of an empty database already in WAL mode with
 		// the reserved tables: one file created instead of SQLite's
 		// database, rollback journal and mode switch.
-		if err := s.e.writeTemplate(s.path, s.opts.PageSize); err != nil {
+		if err := s.e.writeTemplate(s.path); err != nil {
 			s.e.removeObject(s.ref.ID)
 			return fmt.Errorf("create store: %w", err)
 		}
