@@ -67,6 +67,16 @@ type Invalidator interface {
 	Invalidate()
 }
 
+// Deleter is implemented by an instance that keeps part of its state
+// outside its storage (an agent session's archived history, in an archive
+// store). Stub.Delete, and so the admin API's delete, calls Delete in a
+// turn instead of deleting the object's storage itself: Delete removes the
+// rest and then calls st.DeleteAll, or returns an error (the object stays,
+// say why: a Conflict if it is busy).
+type Deleter interface {
+	Delete(ctx context.Context) error
+}
+
 // AlarmInfo describes one delivery of an alarm.
 type AlarmInfo struct {
 	Scheduled  time.Time // when the alarm was set to fire

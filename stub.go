@@ -123,6 +123,22 @@ func (s *Stub) Run(ctx context.Context, fn func(ctx context.Context, st *State) 
 	})
 }
 
+// Delete deletes the object, as an event: the instance's Delete if it is a
+// Deleter, State.DeleteAll otherwise. The next event finds the object new.
+func (s *Stub) Delete(ctx context.Context) error {
+	o, err := s.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer o.done()
+	return o.run(ctx, func(t *turn, inst *instance) error {
+		if d, ok := inst.value.(Deleter); ok {
+			return d.Delete(t.ctx)
+		}
+		return inst.st.DeleteAll()
+	})
+}
+
 // gatedWriter holds a handler's response until its turn is durable.
 type gatedWriter struct {
 	w      http.ResponseWriter

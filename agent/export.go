@@ -30,6 +30,14 @@ import (
 // other code can make one).
 type testFuncKey struct{}
 
+// Delete implements cairn.Deleter: the admin API's delete of a session
+// removes its archived history too, as DELETE /v1/agents/{agent}/{session}
+// does.
+func (s *session) Delete(ctx context.Context) error {
+	s.touch()
+	return s.deleteForever(ctx)
+}
+
 // serveCold serves the routes above, and reports whether it served r.
 func (s *session) serveCold(w http.ResponseWriter, r *http.Request) bool {
 	if fn, ok := r.Context().Value(testFuncKey{}).(func(*session, http.ResponseWriter)); ok {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairn-dev/cairn"
+	cairnhttp "github.com/cairn-dev/cairn/http"
 )
 
 // fakeClock is a clock a test moves.
@@ -220,5 +221,29 @@ func TestArchiveNowAndDelete(t *testing.T) {
 	// Busy: a reply in flight refuses both.
 	if code, _, _ := e.do(t, "GET", "/v1/agents/a/s/archive", nil); code != http.StatusMethodNotAllowed && code != http.StatusBadRequest {
 		t.Errorf("GET /archive: %d", code)
+	}
+}
+
+// The admin API's delete of a session object (cairn objects delete) takes
+// its archived history with it, as the agent's own DELETE does.
+func TestAdminDeleteRemovesArchive(t *testing.T) {
+	e := newColdEnv(t, "", nil, nil, Agent{Name: "a", MaxHistory: 2, HotMessages: 2, ArchiveBatch: 3})
+	e.insert(t, "a/s", genMessages(0, 11, 100))
+	e.maintain(t, "a/s")
+	stub := e.stub(t, "a/s")
+	id := stub.ID()
+	if keys, err := e.arc.List(context.Background(), archivePrefix(id)); err != nil || len(keys) == 0 {
+		t.Fatalf("blobs before the delete: %v %v; want some", keys, err)
+	}
+	e.must(t, "DELETE", cairnhttp.ObjectPath("/v1/admin/objects", stub.Namespace().Name(), "a/s"), nil, nil)
+	keys, err := e.arc.List(context.Background(), archivePrefix(id))
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("blobs after the admin delete: %v %v", keys, err)
+	}
+	if got := e.pageAll(t, "a/s", 0); len(got) != 0 {
+		t.Fatalf("%d messages after the admin delete", len(got))
+	}
+	if stats, _ := e.svc.Stats(); stats[0].SessionsDeleted != 1 {
+		t.Errorf("stats %+v, want one session deleted", stats[0])
 	}
 }

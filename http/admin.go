@@ -248,7 +248,7 @@ func (s *Server) objectInfo(w http.ResponseWriter, r *http.Request, stub *cairn.
 		j := s.objectJSON(info)
 		writeJSON(w, http.StatusOK, j)
 	case http.MethodDelete:
-		err := stub.Run(r.Context(), func(ctx context.Context, st *cairn.State) error { return st.DeleteAll() })
+		err := stub.Delete(r.Context())
 		if err != nil {
 			writeError(w, err)
 			return
