@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"iter"
 	"net/http"
 	"net/http/httptest"
@@ -411,5 +412,61 @@ func TestSDKSocketsSurviveEviction(t *testing.T) {
 	}
 	if !e.rt.IsActive(id) {
 		t.Error("the session is not active after a frame")
+	}
+}
+
+// PUT and PATCH /state with If-Match change the state only at the version
+// they name; every answer carries the version as its ETag.
+func TestStateIfMatch(t *testing.T) {
+	e := newEnv(t, "")
+	const path = "/v1/agents/default/c/state"
+	tag := func(method string, body []byte, header ...string) (int, string, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, e.url+path, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Add(header[i], header[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("ETag"), b
+	}
+	if code, etag, b := tag("GET", nil); code != 200 || etag != `"0"` {
+		t.Fatalf("GET of a new state: %d, ETag %s, %s; want 200, \"0\"", code, etag, b)
+	}
+	if code, etag, b := tag("PUT", []byte(`{"n":1}`), "If-Match", `"0"`); code != 200 || etag != `"1"` {
+		t.Fatalf("PUT at the version read: %d, ETag %s, %s; want 200, \"1\"", code, etag, b)
+	}
+	// Someone else's write meanwhile.
+	if code, _, b := tag("PUT", []byte(`{"n":2}`)); code != 200 {
+		t.Fatalf("PUT without If-Match: %d %s", code, b)
+	}
+	code, etag, b := tag("PUT", []byte(`{"n":99}`), "If-Match", `"1"`)
+	if code != http.StatusPreconditionFailed || etag != `"2"` || !strings.Contains(string(b), `"conflict"`) {
+		t.Fatalf("PUT at a stale version: %d, ETag %s, %s; want 412, \"2\", conflict", code, etag, b)
+	}
+	code, _, b = tag("PATCH", []byte(`{"n":99}`), "Content-Type", "application/merge-patch+json", "If-Match", `"0", "1"`)
+	if code != http.StatusPreconditionFailed {
+		t.Fatalf("PATCH at stale versions: %d %s; want 412", code, b)
+	}
+	if _, _, b := tag("GET", nil); !strings.Contains(string(b), `"n":2`) {
+		t.Fatalf("refused writes changed the state: %s", b)
+	}
+	for _, bad := range []string{`W/"2"`, `2`, `"x"`, `"-1"`, `""`} {
+		if code, _, b := tag("PUT", []byte(`{"n":3}`), "If-Match", bad); code != http.StatusBadRequest {
+			t.Errorf("If-Match %s: %d %s; want 400", bad, code, b)
+		}
+	}
+	if code, etag, b := tag("PATCH", []byte(`{"m":1}`), "Content-Type", "application/merge-patch+json", "If-Match", `"1", "2"`); code != 200 || etag != `"3"` {
+		t.Fatalf("PATCH at one of the versions named: %d, ETag %s, %s; want 200, \"3\"", code, etag, b)
+	}
+	if code, etag, b := tag("PUT", []byte(`{"n":4}`), "If-Match", "*"); code != 200 || etag != `"4"` {
+		t.Fatalf("PUT with If-Match *: %d, ETag %s, %s; want 200, \"4\"", code, etag, b)
 	}
 }

@@ -3,8 +3,12 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"mime"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/cairn-dev/cairn"
 	"github.com/cairn-dev/cairn/jsonstate"
@@ -23,6 +27,13 @@ import (
 // The version counts changes (0 for a state never written, null); a
 // change that leaves the value as it was does not count. A failed JSON
 // Patch "test" is 409; a state over 1 MiB is 413.
+//
+// Every answer carries the version as a strong ETag ("7"). A PUT or PATCH
+// with If-Match ("7", or several: "6", "7") changes the state only if its
+// version is one of them, and is otherwise refused with 412 (code
+// conflict) and the current version's ETag: a client that edits what it
+// read does not overwrite a change made meanwhile. If-Match: * always
+// matches (the state always exists).
 
 // stateDoc is the state of every session, under KV key "agent.state" (the
 // session's SQL tables hold its messages; its KV holds only this).
@@ -43,12 +54,33 @@ func (s *session) serveState(w http.ResponseWriter, r *http.Request) {
 			cairn.WriteError(w, err)
 			return
 		}
+		setStateTag(w, snap.Version)
 		cairn.WriteJSON(w, http.StatusOK, StateResponse{State: snap.Value, Version: snap.Version})
 	case http.MethodPut, http.MethodPatch:
 		body, err := cairn.ReadBody(r)
 		if err != nil {
 			cairn.WriteError(w, err)
 			return
+		}
+		versions, anyVersion, err := ifMatch(r.Header.Values("If-Match"))
+		if err != nil {
+			cairn.WriteError(w, err)
+			return
+		}
+		if !anyVersion {
+			snap, err := stateDoc.Get(s.st)
+			if err != nil {
+				cairn.WriteError(w, err)
+				return
+			}
+			if !slices.Contains(versions, snap.Version) {
+				setStateTag(w, snap.Version)
+				cairn.WriteJSON(w, http.StatusPreconditionFailed, map[string]any{"error": map[string]string{
+					"code":    string(cairn.Conflict),
+					"message": fmt.Sprintf("the state is at version %d, not the one If-Match names: read it again", snap.Version),
+				}})
+				return
+			}
 		}
 		var c jsonstate.Change
 		if r.Method == http.MethodPut {
@@ -71,11 +103,41 @@ func (s *session) serveState(w http.ResponseWriter, r *http.Request) {
 		if c.Changed {
 			s.pushState(r.Context(), c, nil)
 		}
+		setStateTag(w, c.Version)
 		cairn.WriteJSON(w, http.StatusOK, StateResponse{State: c.Value, Version: c.Version})
 	default:
 		w.Header().Set("Allow", "GET, PUT, PATCH")
 		cairn.WriteError(w, cairn.Errorf(cairn.Invalid, "method %s not allowed; use GET, PUT or PATCH", r.Method))
 	}
+}
+
+// setStateTag sets the ETag of a state version.
+func setStateTag(w http.ResponseWriter, version int64) {
+	w.Header().Set("ETag", `"`+strconv.FormatInt(version, 10)+`"`)
+}
+
+// ifMatch parses If-Match header values: the versions they name, or any
+// for "*" (or no header at all). Entity tags other than quoted versions
+// are Invalid: a weak tag (W/"7") never matches under If-Match's strong
+// comparison, and this resource has no others.
+func ifMatch(values []string) (versions []int64, anyVersion bool, err error) {
+	if len(values) == 0 {
+		return nil, true, nil
+	}
+	for _, v := range values {
+		for _, tag := range strings.Split(v, ",") {
+			tag = strings.TrimSpace(tag)
+			if tag == "*" {
+				return nil, true, nil
+			}
+			n, perr := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(tag, `"`), `"`), 10, 64)
+			if perr != nil || len(tag) < 3 || tag[0] != '"' || tag[len(tag)-1] != '"' || n < 0 {
+				return nil, false, cairn.Errorf(cairn.Invalid, "If-Match: %q is not a state version's entity tag (\"7\") or *", truncate(tag, 40))
+			}
+			versions = append(versions, n)
+		}
+	}
+	return versions, false, nil
 }
 
 // pushState sends a changed state to the session's WebSocket clients

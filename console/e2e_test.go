@@ -555,11 +555,13 @@ func TestConsoleInChromium(t *testing.T) {
 				}
 			case "state-put":
 				s.do(t, "PUT", approveSession+"/state", map[string]any{"mood": "<script>alert('state')</script>", "n": 1}, 200)
+			case "state-bump":
+				s.do(t, "PUT", approveSession+"/state", map[string]any{"n": 1, "by": "api"}, 200)
 			case "state-saved":
 				_, b := s.do(t, "GET", approveSession+"/state", nil, 200)
 				var st agent.StateResponse
 				json.Unmarshal(b, &st)
-				if st.Version != 2 || string(st.State) != `{"from":"console","n":2}` && string(st.State) != `{"n":2,"from":"console"}` {
+				if st.Version != 3 || string(st.State) != `{"from":"console","n":2}` && string(st.State) != `{"n":2,"from":"console"}` {
 					return fmt.Errorf("the state over the API: %s", b)
 				}
 			case "schedules-added", "schedule-cancelled":

@@ -171,7 +171,7 @@ export function statePanel(base, signal, every) {
     version.dataset.version = String(v.version);
     shown.textContent = v.version === 0 && v.state === null ? 'null (never set)' : text;
     if (editingFrom !== null && v.version !== editingFrom) {
-      notice.textContent = `The state changed on the server (now version ${fmtNum(v.version)}) since you began editing; saving replaces it.`;
+      notice.textContent = `The state changed on the server (now version ${fmtNum(v.version)}) since you began editing: saving will be refused once, then replace it.`;
     }
   }
 
@@ -201,12 +201,26 @@ export function statePanel(base, signal, every) {
     save.disabled = true;
     clear(err);
     try {
-      const r = await request(`${base}/state`, { method: 'PUT', body: area.value, headers: { 'Content-Type': 'application/json' }, signal });
+      // If-Match: only over the version the editor started from, so that a
+      // change made meanwhile is not overwritten unseen (412 otherwise).
+      const r = await request(`${base}/state`, {
+        method: 'PUT', body: area.value, signal,
+        headers: { 'Content-Type': 'application/json', 'If-Match': `"${editingFrom}"` },
+      });
       show(await r.json());
       announce(`State saved: version ${cur.version}.`);
       close();
     } catch (ex) {
-      if (!signal.aborted) err.replaceChildren(errorBox(ex));
+      if (signal.aborted) return;
+      if (ex.status === 412) {
+        // Show what is there now; a second Save replaces it knowingly.
+        try { show(await api(`${base}/state`, { signal })); } catch { /* the refresh will */ }
+        editingFrom = cur ? cur.version : editingFrom;
+        notice.textContent = `Not saved: the state changed on the server (now version ${fmtNum(editingFrom)}) since you began editing. Save again to replace it with yours.`;
+        announce('State not saved: it changed on the server.');
+      } else {
+        err.replaceChildren(errorBox(ex));
+      }
     } finally {
       save.disabled = checkState(area.value) !== '';
     }
