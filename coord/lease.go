@@ -161,11 +161,9 @@ func (l *lease) finish(err error) error {
 	}
 	dirty := l.dirty
 	l.dirty = false
-	if err == nil {
-		return nil
-	}
-	if !dirty {
-		l.forget()
+	if err == nil || !dirty {
+		// No lease row written since the turn began (or since Release
+		// committed what came before): the copy is still storage's.
 		return err
 	}
 	var ce *cairn.Error
@@ -351,7 +349,7 @@ func (l *lease) recorded(owner, requestID, op string) (token, expiresAt int64, o
 // setAlarm makes sure the object's alarm fires by the holder's expiry.
 // Waiters need none: each waiting handler keeps its own deadline, and
 // waiter rows without a handler are removed by the next instance or the
-// next grant.
+// next grant to a waiter.
 //
 // An alarm already set for a time still to come and no later than the
 // expiry is left alone: it fires early, finds the lease still held, and is
