@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"iter"
 	"net/http"
 	"net/http/httptest"
@@ -422,20 +421,8 @@ func TestStateIfMatch(t *testing.T) {
 	const path = "/v1/agents/default/c/state"
 	tag := func(method string, body []byte, header ...string) (int, string, []byte) {
 		t.Helper()
-		req, err := http.NewRequest(method, e.url+path, bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Add(header[i], header[i+1])
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header.Get("ETag"), b
+		code, b, h := e.doHeader(t, method, path, body, header...)
+		return code, h.Get("ETag"), b
 	}
 	if code, etag, b := tag("GET", nil); code != 200 || etag != `"0"` {
 		t.Fatalf("GET of a new state: %d, ETag %s, %s; want 200, \"0\"", code, etag, b)

@@ -101,6 +101,13 @@ func (e *env) close(tb testing.TB) {
 // do sends a request and returns the status and body.
 func (e *env) do(tb testing.TB, method, path string, body []byte, header ...string) (int, []byte) {
 	tb.Helper()
+	code, b, _ := e.doHeader(tb, method, path, body, header...)
+	return code, b
+}
+
+// doHeader is do, with the response's header.
+func (e *env) doHeader(tb testing.TB, method, path string, body []byte, header ...string) (int, []byte, http.Header) {
+	tb.Helper()
 	req, err := http.NewRequest(method, e.url+path, bytes.NewReader(body))
 	if err != nil {
 		tb.Fatal(err)
@@ -117,7 +124,7 @@ func (e *env) do(tb testing.TB, method, path string, body []byte, header ...stri
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return resp.StatusCode, b
+	return resp.StatusCode, b, resp.Header
 }
 
 // send posts text to a session and returns the assistant message.
