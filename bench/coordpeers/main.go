@@ -8,7 +8,10 @@
 // request per call. Each system gets --clients concurrent clients
 // doing acquire+release round trips for --duration, on one lock and on
 // 1,000 locks taken round robin; the table shows round trips per second,
-// the latency of a round trip and the ratio to cairn.
+// the latency of a round trip and the ratio to cairn. With --rounds N the
+// whole sequence runs N times, so that every system meets the machine's
+// slow and fast spells alike, and the table gives medians: of round trips
+// per second, and of the ratio to cairn measured in the same round.
 //
 // It is a module of its own so that etcd's dependencies stay out of
 // cairn's go.mod. Run it from its directory:
@@ -54,6 +57,7 @@ func main() {
 // options are the command line.
 type options struct {
 	clients    int
+	rounds     int
 	duration   time.Duration
 	warmup     time.Duration
 	locks      []int
@@ -70,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("coordpeers", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.clients, "clients", 16, "concurrent clients per system, each with its own connection")
+	fs.IntVar(&o.rounds, "rounds", 1, "times to run every system and lock count, one after the other; the table gives medians")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per system and lock count")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before each measurement")
 	locks := fs.String("locks", "1,1000", "lock counts to run, separated by commas (round robin over the locks)")
@@ -107,8 +112,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if _, err := sqlite.ParseSyncMode(o.sync); err != nil {
 		return o, fmt.Errorf("--cairn-sync: %w", err)
 	}
-	if o.clients < 1 || o.duration <= 0 || o.warmup < 0 {
-		return o, errors.New("--clients and --duration must be positive")
+	if o.clients < 1 || o.rounds < 1 || o.duration <= 0 || o.warmup < 0 {
+		return o, errors.New("--clients, --rounds and --duration must be positive")
 	}
 	return o, nil
 }
@@ -131,8 +136,8 @@ type locker interface {
 type row struct {
 	system string
 	locks  int
-	note   string // why it was skipped, or a remark
-	res    result
+	note   string   // why it was skipped, or a remark
+	res    []result // one per round
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -153,54 +158,69 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "coordpeers: %d clients, %s per run after %s warmup, %d CPUs, %s; cairn durability %s, sync %s; data in %s\n",
 		o.clients, o.duration, o.warmup, runtime.NumCPU(), runtime.Version(), o.durability, o.sync, o.data)
 
-	var rows []row
-	for _, name := range o.systems {
-		for _, n := range o.locks {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			r := row{system: name, locks: n}
-			dir, err := os.MkdirTemp(o.data, name+"-")
-			if err != nil {
-				return err
-			}
-			sys, note, err := start(ctx, name, dir, o, log)
-			if err != nil {
-				return fmt.Errorf("start %s: %w", name, err)
-			}
-			if sys == nil {
-				r.note = note
-				fmt.Fprintf(stdout, "%-15s %5d locks: skipped: %s\n", name, n, note)
-				rows = append(rows, r)
-				continue
-			}
-			var prof *os.File
-			if strings.HasPrefix(name, "cairn") && o.cpuprofile != "" {
-				if prof, err = os.Create(fmt.Sprintf("%s.%s.%d", o.cpuprofile, name, n)); err != nil {
-					sys.close()
+	var rows []*row
+	for round := range o.rounds {
+		if o.rounds > 1 {
+			fmt.Fprintf(stdout, "round %d of %d\n", round+1, o.rounds)
+		}
+		for i, name := range o.systems {
+			for j, n := range o.locks {
+				if round == 0 {
+					rows = append(rows, &row{system: name, locks: n})
+				}
+				if err := runOne(ctx, rows[i*len(o.locks)+j], o, stdout, log); err != nil {
 					return err
 				}
 			}
-			r.res, err = measure(ctx, sys, n, o, prof)
-			if prof != nil {
-				prof.Close()
-			}
-			if cerr := sys.close(); err == nil && cerr != nil {
-				err = fmt.Errorf("stop %s: %w", name, cerr)
-			}
-			if err != nil {
-				return fmt.Errorf("%s, %d locks: %w", name, n, err)
-			}
-			fmt.Fprintf(stdout, "%-15s %5d locks: %8.0f round trips/s  p50 %-8s p99 %-8s cpu %4.0fus/rt (%d errors)\n",
-				name, n, r.res.rps(), ms(r.res.p50), ms(r.res.p99), float64(r.res.cpuPerOp())/1e3, r.res.errors)
-			if r.res.diag != "" {
-				fmt.Fprintf(stdout, "%-15s %5d locks:   %s\n", "", n, r.res.diag)
-			}
-			rows = append(rows, r)
 		}
 	}
 	fmt.Fprintln(stdout)
 	printTable(stdout, rows)
+	return nil
+}
+
+// runOne measures r's system on r's lock count once, printing the result.
+func runOne(ctx context.Context, r *row, o options, stdout io.Writer, log *slog.Logger) error {
+	name, n := r.system, r.locks
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	dir, err := os.MkdirTemp(o.data, name+"-")
+	if err != nil {
+		return err
+	}
+	sys, note, err := start(ctx, name, dir, o, log)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	if sys == nil {
+		r.note = note
+		fmt.Fprintf(stdout, "%-15s %5d locks: skipped: %s\n", name, n, note)
+		return nil
+	}
+	var prof *os.File
+	if strings.HasPrefix(name, "cairn") && o.cpuprofile != "" {
+		if prof, err = os.Create(fmt.Sprintf("%s.%s.%d", o.cpuprofile, name, n)); err != nil {
+			sys.close()
+			return err
+		}
+	}
+	res, err := measure(ctx, sys, n, o, prof)
+	if prof != nil {
+		prof.Close()
+	}
+	if cerr := sys.close(); err == nil && cerr != nil {
+		err = fmt.Errorf("stop %s: %w", name, cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("%s, %d locks: %w", name, n, err)
+	}
+	fmt.Fprintf(stdout, "%-15s %5d locks: %8.0f round trips/s  p50 %-8s p99 %-8s cpu %4.0fus/rt (%d errors)\n",
+		name, n, res.rps(), ms(res.p50), ms(res.p99), float64(res.cpuPerOp())/1e3, res.errors)
+	if res.diag != "" {
+		fmt.Fprintf(stdout, "%-15s %5d locks:   %s\n", "", n, res.diag)
+	}
+	r.res = append(r.res, res)
 	return nil
 }
 
@@ -393,12 +413,14 @@ func (r result) rps() float64 { return float64(r.n) / r.elapsed.Seconds() }
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
 
 // printTable prints the rows as a Markdown table, with each system's
-// throughput as a ratio to cairn's on the same lock count.
-func printTable(w io.Writer, rows []row) {
-	cairnRPS := map[int]float64{}
+// throughput as a ratio to cairn's on the same lock count in the same
+// round. Over several rounds each figure is the median (the latencies are
+// those of the median run), with the range after it.
+func printTable(w io.Writer, rows []*row) {
+	cairn := map[int][]result{}
 	for _, r := range rows {
 		if r.system == "cairn" && r.note == "" {
-			cairnRPS[r.locks] = r.res.rps()
+			cairn[r.locks] = r.res
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', tabwriter.Debug)
@@ -409,13 +431,42 @@ func printTable(w io.Writer, rows []row) {
 			fmt.Fprintf(tw, "| %s\t %d\t skipped: %s\t\t\t\t\n", r.system, r.locks, r.note)
 			continue
 		}
-		ratio := "-"
-		if c := cairnRPS[r.locks]; c > 0 {
-			ratio = fmt.Sprintf("%.2fx", r.res.rps()/c)
+		var rps, ratios []float64
+		for i, res := range r.res {
+			rps = append(rps, res.rps())
+			if c := cairn[r.locks]; i < len(c) && c[i].rps() > 0 {
+				ratios = append(ratios, res.rps()/c[i].rps())
+			}
 		}
-		fmt.Fprintf(tw, "| %s\t %d\t %.0f\t %s\t %s\t %s\t\n", r.system, r.locks, r.res.rps(), ms(r.res.p50), ms(r.res.p99), ratio)
+		mid := r.res[0]
+		for _, res := range r.res {
+			if res.rps() == median(rps) {
+				mid = res
+			}
+		}
+		ratio := "-"
+		if len(ratios) > 0 {
+			ratio = fmt.Sprintf("%.2fx", median(ratios)) + spread(ratios, "%.2f")
+		}
+		fmt.Fprintf(tw, "| %s\t %d\t %.0f%s\t %s\t %s\t %s\t\n", r.system, r.locks, median(rps), spread(rps, "%.0f"), ms(mid.p50), ms(mid.p99), ratio)
 	}
 	tw.Flush()
+}
+
+// median returns the middle value of xs (the lower middle of an even
+// count, so that it is one of the values measured).
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
+}
+
+// spread returns " (min-max)" of xs in format f, or "" for one value.
+func spread(xs []float64, f string) string {
+	if len(xs) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" ("+f+"-"+f+")", slices.Min(xs), slices.Max(xs))
 }
 
 // freeAddr returns a loopback address nobody listens on right now.
