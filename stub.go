@@ -51,6 +51,17 @@ func (s *Stub) enter(ctx context.Context) (*object, error) {
 	return s.ns.rt.get(s.ns, s.ref)
 }
 
+// event delivers one event to the object: fn runs in its turn, with its
+// instance, as object.run describes.
+func (s *Stub) event(ctx context.Context, fn func(t *turn, inst *instance) error) error {
+	o, err := s.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer o.done()
+	return o.run(ctx, fn)
+}
+
 // Fetch delivers an HTTP request to the object's http.Handler and writes
 // its response to w once the turn's writes are durable (G5). Nothing is
 // written to w if Fetch returns an error, unless the handler flushed part of
@@ -109,14 +120,9 @@ func (s *Stub) Fetch(w http.ResponseWriter, r *http.Request) error {
 // is told afterwards, in the same turn, that its storage may have changed
 // under it.
 func (s *Stub) Run(ctx context.Context, fn func(ctx context.Context, st *State) error) error {
-	o, err := s.enter(ctx)
-	if err != nil {
-		return err
-	}
-	defer o.done()
-	return o.run(ctx, func(t *turn, inst *instance) error {
+	return s.event(ctx, func(t *turn, inst *instance) error {
 		err := fn(t.ctx, inst.st)
-		if inv, ok := inst.value.(Invalidator); ok && o.inst == inst && t.holding {
+		if inv, ok := inst.value.(Invalidator); ok && t.o.inst == inst && t.holding {
 			inv.Invalidate()
 		}
 		return err
@@ -126,12 +132,7 @@ func (s *Stub) Run(ctx context.Context, fn func(ctx context.Context, st *State) 
 // Delete deletes the object, as an event: the instance's Delete if it is a
 // Deleter, State.DeleteAll otherwise. The next event finds the object new.
 func (s *Stub) Delete(ctx context.Context) error {
-	o, err := s.enter(ctx)
-	if err != nil {
-		return err
-	}
-	defer o.done()
-	return o.run(ctx, func(t *turn, inst *instance) error {
+	return s.event(ctx, func(t *turn, inst *instance) error {
 		if d, ok := inst.value.(Deleter); ok {
 			return d.Delete(t.ctx)
 		}
@@ -250,13 +251,8 @@ func (s *Stub) callJSON(ctx context.Context, method string, arg json.RawMessage)
 	if method == "" || len(method) > 128 {
 		return nil, Errorf(Invalid, "method name must be 1 to 128 bytes")
 	}
-	o, err := s.enter(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer o.done()
 	var out json.RawMessage
-	err = o.run(ctx, func(t *turn, inst *instance) error {
+	err := s.event(ctx, func(t *turn, inst *instance) error {
 		res, err := dispatchRPC(t.ctx, inst.value, method, arg)
 		if err != nil {
 			return err
