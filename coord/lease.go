@@ -131,13 +131,18 @@ type releasedError struct{ err error }
 func (e *releasedError) Error() string { return e.err.Error() }
 func (e *releasedError) Unwrap() error { return e.err }
 
-// remember keeps a copy of s, which the operation has just written.
-func (l *lease) remember(s *leaseState) {
-	c := *s
+// clone returns a copy of s that shares nothing with it.
+func (s leaseState) clone() leaseState {
 	if s.holder != nil {
 		h := *s.holder
-		c.holder = &h
+		s.holder = &h
 	}
+	return s
+}
+
+// remember keeps a copy of s, which the operation has just written.
+func (l *lease) remember(s *leaseState) {
+	c := s.clone()
 	l.cached = &c
 }
 
@@ -188,12 +193,7 @@ func str(v any) string {
 
 func (l *lease) load() (leaseState, error) {
 	if l.cached != nil {
-		s := *l.cached
-		if s.holder != nil {
-			h := *s.holder
-			s.holder = &h
-		}
-		return s, nil
+		return l.cached.clone(), nil
 	}
 	rows, err := l.st.Query(`SELECT last_token, next_seq, owner, token, expires_at, acquired_at FROM lease WHERE id = 1`)
 	if err != nil {
