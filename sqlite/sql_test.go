@@ -27,7 +27,13 @@ import (
 // object name in namespace "t".
 func openStore(tb testing.TB, name string) (*sqlite.Engine, cairn.Store, cairn.ObjectRef) {
 	tb.Helper()
-	eng, err := sqlite.Open(tb.TempDir(), cairn.Process)
+	return openStoreIn(tb, tb.TempDir(), cairn.Process, name)
+}
+
+// openStoreIn is openStore on the data directory dir at durability level.
+func openStoreIn(tb testing.TB, dir string, level cairn.Durability, name string) (*sqlite.Engine, cairn.Store, cairn.ObjectRef) {
+	tb.Helper()
+	eng, err := sqlite.Open(dir, level)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -323,21 +329,7 @@ func TestStoreAlarmFollowsRollbacks(t *testing.T) {
 // restarts of the WAL) must recover every commit.
 func TestStoreWALExtendedAhead(t *testing.T) {
 	dir := t.TempDir()
-	eng, err := sqlite.Open(dir, cairn.Disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ns, err := cairn.NewRuntime(eng).Register("t", cairn.Class{New: func(*cairn.State) (any, error) { return struct{}{}, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, _ := ns.IDFromName("wal")
-	s, err := eng.OpenStore(context.Background(), cairn.ObjectRef{Namespace: "t", ID: id, Name: "wal"}, cairn.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	_, s, _ := openStoreIn(t, dir, cairn.Disk, "wal")
 	walPath := func() string {
 		m, _ := filepath.Glob(filepath.Join(dir, "objects", "*", "*.db-wal"))
 		if len(m) != 1 {

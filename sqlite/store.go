@@ -402,8 +402,7 @@ func (s *store) Commit() (cairn.CommitInfo, bool, error) {
 	}
 	epoch := s.e.sync.epoch()
 	if err := s.exec("COMMIT"); err != nil {
-		s.alarmKnown = false
-		err = s.check(err)
+		err = s.check(err) // forgets the alarm, as every failed statement does
 		if !s.conn.AutocommitEnabled() {
 			s.exec("ROLLBACK")
 		}
