@@ -132,18 +132,9 @@ func (c *cairnSocketLocker) close() error { return c.conn.Close() }
 
 // roundTrip is cairnLocker.roundTrip over the socket.
 func (c *cairnSocketLocker) roundTrip(ctx context.Context, lock string) error {
-	var g coord.AcquireResult
-	if err := c.conn.Call(ctx, "lock", lock, "Acquire", coord.AcquireArgs{Owner: c.owner, TTLMs: 30000, WaitMs: 10000}, &g); err != nil {
-		return fmt.Errorf("acquire: %w", err)
-	}
-	var r coord.ReleaseResult
-	if err := c.conn.Call(ctx, "lock", lock, "Release", coord.ReleaseArgs{Owner: c.owner, Token: g.Token}, &r); err != nil {
-		return fmt.Errorf("release: %w", err)
-	}
-	if !r.Released {
-		return errors.New("release: not released")
-	}
-	return nil
+	return lockRoundTrip(c.owner, func(method string, in, out any) error {
+		return c.conn.Call(ctx, "lock", lock, method, in, out)
+	})
 }
 
 type cairnLocker struct {
@@ -158,16 +149,23 @@ func (c *cairnLocker) close() error {
 	return nil
 }
 
-// roundTrip calls the lock's RPC routes: Acquire, waiting in line for up
+// roundTrip calls the lock's RPC methods: Acquire, waiting in line for up
 // to 10 s, then Release with the fencing token.
 func (c *cairnLocker) roundTrip(ctx context.Context, lock string) error {
-	obj := c.url + cairnhttp.ObjectPath("/v1/objects", "lock", lock) + "/rpc/"
+	return lockRoundTrip(c.owner, func(method string, in, out any) error {
+		return c.post(ctx, c.url+cairnhttp.ObjectPath("/v1/objects", "lock", lock)+"/rpc/"+method, in, out)
+	})
+}
+
+// lockRoundTrip acquires and releases a lock as owner, calling its methods
+// with call.
+func lockRoundTrip(owner string, call func(method string, in, out any) error) error {
 	var g coord.AcquireResult
-	if err := c.post(ctx, obj+"Acquire", coord.AcquireArgs{Owner: c.owner, TTLMs: 30000, WaitMs: 10000}, &g); err != nil {
+	if err := call("Acquire", coord.AcquireArgs{Owner: owner, TTLMs: 30000, WaitMs: 10000}, &g); err != nil {
 		return fmt.Errorf("acquire: %w", err)
 	}
 	var r coord.ReleaseResult
-	if err := c.post(ctx, obj+"Release", coord.ReleaseArgs{Owner: c.owner, Token: g.Token}, &r); err != nil {
+	if err := call("Release", coord.ReleaseArgs{Owner: owner, Token: g.Token}, &r); err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
 	if !r.Released {
