@@ -146,7 +146,7 @@ func await(tb testing.TB, ch <-chan asyncResult, what string) asyncResult {
 func rawLease(tb testing.TB, s *cairn.Stub) (owner string, token int64) {
 	tb.Helper()
 	err := s.Run(context.Background(), func(ctx context.Context, st *cairn.State) error {
-		rows, err := st.Query(`SELECT owner, token FROM lease WHERE id = 1`)
+		rows, err := st.Query(`SELECT owner, token FROM leases WHERE name = ''`)
 		if err != nil {
 			return err
 		}

@@ -24,7 +24,7 @@ import (
 // and the same as RPC: POST /v1/objects/leader/{group}/rpc/Campaign, ...
 var LeaderClass = cairn.Class{
 	New: func(st *cairn.State) (any, error) {
-		l, err := newLease(st, "Cancel")
+		l, err := newLease(st)
 		if err != nil {
 			return nil, err
 		}
@@ -32,7 +32,7 @@ var LeaderClass = cairn.Class{
 		l.notify = x.notify
 		return x, nil
 	},
-	Migrations: []cairn.Migration{leaseMigrations[0], feedMigration},
+	Migrations: []cairn.Migration{leaseMigrations[0], feedMigration, leaseMigrations[1]},
 }
 
 // Leader is an instance of the leader class.
@@ -232,10 +232,12 @@ func (x *Leader) inspect(ctx context.Context) (LeaderInfo, error) {
 
 // Alarm implements cairn.AlarmHandler: a lapsed lease ends the term and
 // the next waiting candidate is elected.
-func (x *Leader) Alarm(ctx context.Context, _ cairn.AlarmInfo) error { return x.done(x.l.alarm(ctx)) }
+func (x *Leader) Alarm(ctx context.Context, _ cairn.AlarmInfo) error {
+	return x.l.alarmDone(x.l.alarm(ctx))
+}
 
 // Invalidate implements cairn.Invalidator: the lease row is read again.
-func (x *Leader) Invalidate() { x.l.forget() }
+func (x *Leader) Invalidate() { x.l.forgetAll() }
 
 // WebSocketMessage implements cairn.WebSocketHandler: any message is
 // answered with the current state.

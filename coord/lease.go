@@ -12,10 +12,13 @@ import (
 	"github.com/cairn-dev/cairn"
 )
 
-// The lease is the core that Lock and Leader share: one holder at a time
-// with a TTL, a token (the lock's fencing token, the leader's term) that
-// strictly increases for the life of the object's storage, FIFO waiters,
-// expiry by alarm and idempotent retries by request id.
+// The lease is the core that Lock, LockTable and Leader share: one holder
+// at a time with a TTL, a token (the lock's fencing token, the leader's
+// term) that strictly increases for the life of the object's storage, FIFO
+// waiters, expiry by alarm and idempotent retries by request id.
+//
+// An object holds its leases by name: Lock and Leader one (named ""), a
+// LockTable shard any number, one per lock it was asked for.
 //
 // Everything durable is in the object's SQLite. In memory are the set of
 // waiting requests (a channel each), which exists only while their handlers
@@ -57,6 +60,46 @@ CREATE TABLE lease_requests (
 	PRIMARY KEY (owner, request_id, op)
 );
 CREATE INDEX lease_requests_at ON lease_requests (at);
+`}, {SQL: `
+CREATE TABLE leases (
+	name TEXT PRIMARY KEY,
+	last_token INTEGER NOT NULL,
+	next_seq INTEGER NOT NULL,
+	owner TEXT,
+	token INTEGER,
+	expires_at INTEGER,
+	acquired_at INTEGER
+);
+INSERT INTO leases (name, last_token, next_seq, owner, token, expires_at, acquired_at)
+	SELECT '', last_token, next_seq, owner, token, expires_at, acquired_at FROM lease;
+DROP TABLE lease;
+CREATE INDEX leases_expires ON leases (expires_at) WHERE owner IS NOT NULL;
+DROP TABLE lease_waiters;
+CREATE TABLE lease_waiters (
+	name TEXT NOT NULL,
+	seq INTEGER NOT NULL,
+	owner TEXT NOT NULL,
+	request_id TEXT NOT NULL,
+	ttl_ms INTEGER NOT NULL,
+	deadline INTEGER NOT NULL,
+	enqueued_at INTEGER NOT NULL,
+	granted INTEGER,
+	PRIMARY KEY (name, seq)
+);
+CREATE INDEX lease_waiters_request ON lease_waiters (name, owner, request_id);
+CREATE TABLE lease_results (
+	name TEXT NOT NULL,
+	owner TEXT NOT NULL,
+	request_id TEXT NOT NULL,
+	op TEXT NOT NULL,
+	token INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL,
+	at INTEGER NOT NULL,
+	PRIMARY KEY (name, owner, request_id, op)
+);
+INSERT INTO lease_results SELECT '', owner, request_id, op, token, expires_at, at FROM lease_requests;
+DROP TABLE lease_requests;
+CREATE INDEX lease_results_at ON lease_results (at);
 `}}
 
 // Holder is the current holder of a lock or leadership.
@@ -88,21 +131,28 @@ type leaseEvent struct {
 	Holder Holder
 }
 
-type lease struct {
+// leases are an object's leases, by name.
+type leases struct {
 	st     *cairn.State
-	self   *cairn.Stub
-	cancel string                                         // the class's RPC method that withdraws a waiter
 	notify func(ctx context.Context, ev leaseEvent) error // in the turn; may be nil
 
-	dirty bool // the current operation wrote: see finish
+	dirty   bool // the current operation wrote: see finish
+	records int  // request records written by this instance, to prune now and then
+
+	mu     sync.Mutex // guards every lease's waiters: touched by handlers inside Release
+	byName map[string]*lease
+}
+
+// lease is one lease of an object.
+type lease struct {
+	*leases
+	name string
 
 	// The lease row as storage holds it in the current turn, or nil: read
 	// it again. Touched only by the turn's holder.
 	cached *leaseState
 
-	mu      sync.Mutex // guards waiters: touched by handlers inside Release
-	waiters map[int64]*leaseWaiter
-	records int // request records written by this instance, to prune now and then
+	waiters map[int64]*leaseWaiter // guarded by leases.mu
 }
 
 type leaseWaiter struct {
@@ -110,16 +160,55 @@ type leaseWaiter struct {
 	gone bool          // the handler gave up; do not grant to it
 }
 
-func newLease(st *cairn.State, cancelMethod string) (*lease, error) {
-	ns, err := st.Runtime().Namespace(st.Namespace())
-	if err != nil {
-		return nil, err
-	}
+// newLeases returns the leases of the object of st, in its constructor.
+func newLeases(st *cairn.State) (*leases, error) {
 	// Waiter rows of an earlier instance have no handler left.
 	if _, err := st.Exec(`DELETE FROM lease_waiters`); err != nil {
 		return nil, err
 	}
-	return &lease{st: st, self: ns.Get(st.ID()), cancel: cancelMethod, waiters: make(map[int64]*leaseWaiter)}, nil
+	return &leases{st: st, byName: make(map[string]*lease)}, nil
+}
+
+// newLease returns the one lease (named "") of a Lock or Leader object.
+func newLease(st *cairn.State) (*lease, error) {
+	t, err := newLeases(st)
+	if err != nil {
+		return nil, err
+	}
+	return t.get(""), nil
+}
+
+// maxIdleLeases bounds the leases a LockTable keeps in memory with nobody
+// waiting for them: past it, they are dropped (and read again when asked
+// for), so that memory does not grow with every lock name ever used.
+const maxIdleLeases = 4096
+
+// get returns the lease named name, creating its memory if needed. Turn
+// holder only.
+func (t *leases) get(name string) *lease {
+	if l := t.byName[name]; l != nil {
+		return l
+	}
+	if len(t.byName) >= maxIdleLeases {
+		t.mu.Lock()
+		for n, l := range t.byName {
+			if len(l.waiters) == 0 {
+				delete(t.byName, n)
+			}
+		}
+		t.mu.Unlock()
+	}
+	l := &lease{leases: t, name: name, waiters: make(map[int64]*leaseWaiter)}
+	t.byName[name] = l
+	return l
+}
+
+// forgetAll drops every lease's copy of its row: storage changed under
+// them, or the turn that wrote them rolls back.
+func (t *leases) forgetAll() {
+	for _, l := range t.byName {
+		l.cached = nil
+	}
 }
 
 func (l *lease) now() int64 { return l.st.Now().UnixMilli() }
@@ -146,11 +235,8 @@ func (l *lease) remember(s *leaseState) {
 	l.cached = &c
 }
 
-// forget drops the copy of the lease row: the next operation reads it.
-func (l *lease) forget() { l.cached = nil }
-
 // exec runs a write, noting that the operation wrote.
-func (l *lease) exec(query string, args ...any) (cairn.Result, error) {
+func (l *leases) exec(query string, args ...any) (cairn.Result, error) {
 	l.dirty = true
 	return l.st.Exec(query, args...)
 }
@@ -159,7 +245,7 @@ func (l *lease) exec(query string, args ...any) (cairn.Result, error) {
 // but an operation that expired a lease or removed a waiter before finding
 // that it must answer Conflict or Timeout (or that its client left) must
 // keep those writes: they are committed first, by releasing the turn.
-func (l *lease) finish(err error) error {
+func (l *leases) finish(err error) error {
 	var re *releasedError
 	if errors.As(err, &re) {
 		return re.err // the handler does not hold the turn: touch nothing
@@ -177,7 +263,17 @@ func (l *lease) finish(err error) error {
 	if expected {
 		return cairn.Keep(err) // an answer, not a failure: keep the housekeeping
 	}
-	l.forget() // the turn rolls back
+	l.forgetAll() // the turn rolls back
+	return err
+}
+
+// alarmDone ends an alarm's turn: an error rolls it back (and the runtime
+// retries the alarm).
+func (l *leases) alarmDone(err error) error {
+	l.dirty = false
+	if err != nil {
+		l.forgetAll()
+	}
 	return err
 }
 
@@ -195,12 +291,15 @@ func (l *lease) load() (leaseState, error) {
 	if l.cached != nil {
 		return l.cached.clone(), nil
 	}
-	rows, err := l.st.Query(`SELECT last_token, next_seq, owner, token, expires_at, acquired_at FROM lease WHERE id = 1`)
+	rows, err := l.st.Query(`SELECT last_token, next_seq, owner, token, expires_at, acquired_at FROM leases WHERE name = ?`, l.name)
 	if err != nil {
 		return leaseState{}, err
 	}
-	if len(rows.Values) != 1 {
-		return leaseState{}, cairn.Errorf(cairn.Internal, "lease row missing")
+	if len(rows.Values) == 0 {
+		// Never granted: the row is written with the first change.
+		s := leaseState{nextSeq: 1}
+		l.remember(&s)
+		return s, nil
 	}
 	v := rows.Values[0]
 	s := leaseState{lastToken: i64(v[0]), nextSeq: i64(v[1])}
@@ -232,7 +331,7 @@ func (l *lease) expire(ctx context.Context, now int64) (leaseState, error) {
 
 // clear removes the holder.
 func (l *lease) clear(ctx context.Context, s *leaseState, kind string) error {
-	if _, err := l.exec(`UPDATE lease SET owner = NULL, token = NULL, expires_at = NULL, acquired_at = NULL WHERE id = 1`); err != nil {
+	if _, err := l.exec(`UPDATE leases SET owner = NULL, token = NULL, expires_at = NULL, acquired_at = NULL WHERE name = ?`, l.name); err != nil {
 		return err
 	}
 	h := *s.holder
@@ -247,8 +346,10 @@ func (l *lease) clear(ctx context.Context, s *leaseState, kind string) error {
 // grant makes owner the holder with the next token.
 func (l *lease) grant(ctx context.Context, s *leaseState, owner, requestID string, ttl, now int64) (Holder, error) {
 	h := Holder{Owner: owner, Token: s.lastToken + 1, ExpiresAt: now + ttl, AcquiredAt: now}
-	if _, err := l.exec(`UPDATE lease SET last_token = ?, owner = ?, token = ?, expires_at = ?, acquired_at = ? WHERE id = 1`,
-		h.Token, h.Owner, h.Token, h.ExpiresAt, h.AcquiredAt); err != nil {
+	if _, err := l.exec(`INSERT INTO leases (name, last_token, next_seq, owner, token, expires_at, acquired_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET last_token = excluded.last_token, owner = excluded.owner, token = excluded.token,
+			expires_at = excluded.expires_at, acquired_at = excluded.acquired_at`,
+		l.name, h.Token, s.nextSeq, h.Owner, h.Token, h.ExpiresAt, h.AcquiredAt); err != nil {
 		return h, err
 	}
 	s.lastToken = h.Token
@@ -279,7 +380,7 @@ func (l *lease) grantNext(ctx context.Context, now int64, s *leaseState) error {
 		// instance), so there is nobody to grant to.
 		return nil
 	}
-	rows, err := l.st.Query(`SELECT seq, owner, request_id, ttl_ms, deadline FROM lease_waiters WHERE granted IS NULL ORDER BY seq`)
+	rows, err := l.st.Query(`SELECT seq, owner, request_id, ttl_ms, deadline FROM lease_waiters WHERE name = ? AND granted IS NULL ORDER BY seq`, l.name)
 	if err != nil {
 		return err
 	}
@@ -290,7 +391,7 @@ func (l *lease) grantNext(ctx context.Context, now int64, s *leaseState) error {
 		alive := w != nil && !w.gone
 		l.mu.Unlock()
 		if !alive {
-			if _, err := l.exec(`DELETE FROM lease_waiters WHERE seq = ?`, seq); err != nil {
+			if _, err := l.exec(`DELETE FROM lease_waiters WHERE name = ? AND seq = ?`, l.name, seq); err != nil {
 				return err
 			}
 			continue
@@ -301,7 +402,7 @@ func (l *lease) grantNext(ctx context.Context, now int64, s *leaseState) error {
 		if _, err := l.grant(ctx, s, str(v[1]), str(v[2]), i64(v[3]), now); err != nil {
 			return err
 		}
-		if _, err := l.exec(`UPDATE lease_waiters SET granted = ? WHERE seq = ?`, s.holder.Token, seq); err != nil {
+		if _, err := l.exec(`UPDATE lease_waiters SET granted = ? WHERE name = ? AND seq = ?`, s.holder.Token, l.name, seq); err != nil {
 			return err
 		}
 		// Waking it early is harmless: it reads its grant from storage in
@@ -321,16 +422,16 @@ func poke(w *leaseWaiter) {
 
 // record remembers the result of a request for retries.
 func (l *lease) record(owner, requestID, op string, token, expiresAt, now int64) error {
-	if _, err := l.exec(`INSERT OR REPLACE INTO lease_requests (owner, request_id, op, token, expires_at, at) VALUES (?, ?, ?, ?, ?, ?)`,
-		owner, requestID, op, token, expiresAt, now); err != nil {
+	if _, err := l.exec(`INSERT OR REPLACE INTO lease_results (name, owner, request_id, op, token, expires_at, at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		l.name, owner, requestID, op, token, expiresAt, now); err != nil {
 		return err
 	}
-	if _, err := l.exec(`DELETE FROM lease_requests WHERE at < ?`, now-requestWindow); err != nil {
+	if _, err := l.exec(`DELETE FROM lease_results WHERE at < ?`, now-requestWindow); err != nil {
 		return err
 	}
 	l.records++
 	if l.records%256 == 0 {
-		if _, err := l.exec(`DELETE FROM lease_requests WHERE rowid IN (SELECT rowid FROM lease_requests ORDER BY at DESC LIMIT -1 OFFSET ?)`, requestCap); err != nil {
+		if _, err := l.exec(`DELETE FROM lease_results WHERE rowid IN (SELECT rowid FROM lease_results ORDER BY at DESC LIMIT -1 OFFSET ?)`, requestCap); err != nil {
 			return err
 		}
 	}
@@ -339,7 +440,7 @@ func (l *lease) record(owner, requestID, op string, token, expiresAt, now int64)
 
 // recorded returns the token and expiry a request got, if it is remembered.
 func (l *lease) recorded(owner, requestID, op string) (token, expiresAt int64, ok bool, err error) {
-	rows, err := l.st.Query(`SELECT token, expires_at FROM lease_requests WHERE owner = ? AND request_id = ? AND op = ?`, owner, requestID, op)
+	rows, err := l.st.Query(`SELECT token, expires_at FROM lease_results WHERE name = ? AND owner = ? AND request_id = ? AND op = ?`, l.name, owner, requestID, op)
 	if err != nil || len(rows.Values) == 0 {
 		return 0, 0, false, err
 	}
@@ -351,9 +452,10 @@ func (l *lease) recorded(owner, requestID, op string) (token, expiresAt int64, o
 // waiter rows without a handler are removed by the next instance or the
 // next grant to a waiter.
 //
-// An alarm already set for a time still to come and no later than the
-// expiry is left alone: it fires early, finds the lease still held, and is
-// set again for the expiry then (alarm). Moving it on every grant and
+// An alarm already set no later than the expiry is left alone: it fires
+// early (or, if it is due, about now), and the alarm handler sets it again
+// for the earliest expiry then (alarm). So the object's alarm is never
+// later than any of its leases' expiries, with one lease or many. Moving it on every grant and
 // renew would write a page to the object's WAL on each; this way an object
 // acquired and released all the time writes its alarm about once per TTL.
 // With no holder the alarm is left as it is too: it fires once for nothing.
@@ -369,7 +471,7 @@ func (l *lease) setAlarm(s leaseState) error {
 		return err
 	}
 	at := time.UnixMilli(s.holder.ExpiresAt)
-	if ok && !cur.After(at) && cur.After(l.st.Now()) {
+	if ok && !cur.After(at) {
 		return nil
 	}
 	return l.st.SetAlarm(at)
@@ -396,7 +498,7 @@ func (l *lease) acquire(ctx context.Context, a acquireReq) (Holder, error) {
 		if ok {
 			// A retry: the same answer. Its earlier handler, if still
 			// waiting to deliver the grant, must not release it.
-			if _, err := l.exec(`DELETE FROM lease_waiters WHERE owner = ? AND request_id = ? AND granted = ?`, a.owner, a.requestID, tok); err != nil {
+			if _, err := l.exec(`DELETE FROM lease_waiters WHERE name = ? AND owner = ? AND request_id = ? AND granted = ?`, l.name, a.owner, a.requestID, tok); err != nil {
 				return Holder{}, err
 			}
 			if s.holder != nil && s.holder.Token == tok {
@@ -428,13 +530,14 @@ func (l *lease) acquire(ctx context.Context, a acquireReq) (Holder, error) {
 		a.requestID = "auto-" + strconv.FormatInt(seq, 10) + "-" + randomHex(4)
 	}
 	deadline := now + a.wait
-	if _, err := l.exec(`UPDATE lease SET next_seq = ? WHERE id = 1`, seq+1); err != nil {
+	if _, err := l.exec(`INSERT INTO leases (name, last_token, next_seq) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET next_seq = excluded.next_seq`, l.name, s.lastToken, seq+1); err != nil {
 		return Holder{}, err
 	}
 	s.nextSeq = seq + 1
 	l.remember(&s)
-	if _, err := l.exec(`INSERT INTO lease_waiters (seq, owner, request_id, ttl_ms, deadline, enqueued_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		seq, a.owner, a.requestID, a.ttl, deadline, now); err != nil {
+	if _, err := l.exec(`INSERT INTO lease_waiters (name, seq, owner, request_id, ttl_ms, deadline, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		l.name, seq, a.owner, a.requestID, a.ttl, deadline, now); err != nil {
 		return Holder{}, err
 	}
 	w := &leaseWaiter{poke: make(chan struct{}, 1)}
@@ -479,7 +582,7 @@ func (l *lease) acquire(ctx context.Context, a acquireReq) (Holder, error) {
 			unregister()
 			return Holder{}, err
 		}
-		rows, err := l.st.Query(`SELECT granted FROM lease_waiters WHERE seq = ?`, seq)
+		rows, err := l.st.Query(`SELECT granted FROM lease_waiters WHERE name = ? AND seq = ?`, l.name, seq)
 		if err != nil {
 			unregister()
 			return Holder{}, err
@@ -496,14 +599,14 @@ func (l *lease) acquire(ctx context.Context, a acquireReq) (Holder, error) {
 			// The client left, or its deadline passed: leave the line, and
 			// give back a grant it will never see.
 			unregister()
-			if _, err := l.exec(`DELETE FROM lease_waiters WHERE seq = ?`, seq); err != nil {
+			if _, err := l.exec(`DELETE FROM lease_waiters WHERE name = ? AND seq = ?`, l.name, seq); err != nil {
 				return Holder{}, err
 			}
 			if isGranted && s.holder != nil && s.holder.Token == granted {
 				if err := l.clear(ctx, &s, "released"); err != nil {
 					return Holder{}, err
 				}
-				if _, err := l.exec(`DELETE FROM lease_requests WHERE owner = ? AND request_id = ? AND op = 'acquire'`, a.owner, a.requestID); err != nil {
+				if _, err := l.exec(`DELETE FROM lease_results WHERE name = ? AND owner = ? AND request_id = ? AND op = 'acquire'`, l.name, a.owner, a.requestID); err != nil {
 					return Holder{}, err
 				}
 				if err := l.grantNext(ctx, now, &s); err != nil {
@@ -520,7 +623,7 @@ func (l *lease) acquire(ctx context.Context, a acquireReq) (Holder, error) {
 		}
 		if isGranted {
 			unregister()
-			if _, err := l.exec(`DELETE FROM lease_waiters WHERE seq = ?`, seq); err != nil {
+			if _, err := l.exec(`DELETE FROM lease_waiters WHERE name = ? AND seq = ?`, l.name, seq); err != nil {
 				return Holder{}, err
 			}
 			if s.holder != nil && s.holder.Token == granted {
@@ -549,7 +652,7 @@ func (l *lease) renew(ctx context.Context, owner string, token, ttl int64) (Hold
 		return Holder{}, notHolder(s, owner, token)
 	}
 	s.holder.ExpiresAt = now + ttl
-	if _, err := l.exec(`UPDATE lease SET expires_at = ? WHERE id = 1`, s.holder.ExpiresAt); err != nil {
+	if _, err := l.exec(`UPDATE leases SET expires_at = ? WHERE name = ?`, s.holder.ExpiresAt, l.name); err != nil {
 		return Holder{}, err
 	}
 	l.remember(&s)
@@ -609,9 +712,9 @@ func (l *lease) withdraw(ctx context.Context, owner, requestID string, seq int64
 	}
 	var rows *cairn.Rows
 	if seq != 0 {
-		rows, err = l.st.Query(`SELECT seq, granted FROM lease_waiters WHERE seq = ? AND owner = ?`, seq, owner)
+		rows, err = l.st.Query(`SELECT seq, granted FROM lease_waiters WHERE name = ? AND seq = ? AND owner = ?`, l.name, seq, owner)
 	} else {
-		rows, err = l.st.Query(`SELECT seq, granted FROM lease_waiters WHERE owner = ? AND request_id = ?`, owner, requestID)
+		rows, err = l.st.Query(`SELECT seq, granted FROM lease_waiters WHERE name = ? AND owner = ? AND request_id = ?`, l.name, owner, requestID)
 	}
 	if err != nil {
 		return res, err
@@ -624,12 +727,12 @@ func (l *lease) withdraw(ctx context.Context, owner, requestID string, seq int64
 		if err := l.clear(ctx, &s, "released"); err != nil {
 			return err
 		}
-		_, err := l.exec(`DELETE FROM lease_requests WHERE owner = ? AND request_id = ? AND op = 'acquire'`, owner, requestID)
+		_, err := l.exec(`DELETE FROM lease_results WHERE name = ? AND owner = ? AND request_id = ? AND op = 'acquire'`, l.name, owner, requestID)
 		return err
 	}
 	for _, v := range rows.Values {
 		ws := i64(v[0])
-		if _, err := l.exec(`DELETE FROM lease_waiters WHERE seq = ?`, ws); err != nil {
+		if _, err := l.exec(`DELETE FROM lease_waiters WHERE name = ? AND seq = ?`, l.name, ws); err != nil {
 			return res, err
 		}
 		res.Canceled++
@@ -670,7 +773,7 @@ func (l *lease) info(ctx context.Context) (leaseState, []Waiter, error) {
 	if err := l.setAlarm(s); err != nil {
 		return s, nil, err
 	}
-	rows, err := l.st.Query(`SELECT seq, owner, request_id, deadline, enqueued_at FROM lease_waiters WHERE granted IS NULL ORDER BY seq`)
+	rows, err := l.st.Query(`SELECT seq, owner, request_id, deadline, enqueued_at FROM lease_waiters WHERE name = ? AND granted IS NULL ORDER BY seq`, l.name)
 	if err != nil {
 		return s, nil, err
 	}
@@ -681,13 +784,27 @@ func (l *lease) info(ctx context.Context) (leaseState, []Waiter, error) {
 	return s, ws, nil
 }
 
-// alarm expires a lapsed lease and re-arms.
-func (l *lease) alarm(ctx context.Context) error {
-	s, err := l.expire(ctx, l.now())
+// alarm expires every lease that lapsed and sets the alarm for the
+// earliest expiry left.
+func (t *leases) alarm(ctx context.Context) error {
+	now := t.st.Now().UnixMilli()
+	rows, err := t.st.Query(`SELECT name FROM leases WHERE owner IS NOT NULL AND expires_at <= ?`, now)
 	if err != nil {
 		return err
 	}
-	return l.setAlarm(s)
+	for _, v := range rows.Values {
+		if _, err := t.get(str(v[0])).expire(ctx, now); err != nil {
+			return err
+		}
+	}
+	rows, err = t.st.Query(`SELECT MIN(expires_at) FROM leases WHERE owner IS NOT NULL`)
+	if err != nil {
+		return err
+	}
+	if len(rows.Values) == 1 && rows.Values[0][0] != nil {
+		return t.st.SetAlarm(time.UnixMilli(i64(rows.Values[0][0])))
+	}
+	return nil
 }
 
 // CancelArgs withdraws a waiting request (see Lock.Cancel).

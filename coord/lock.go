@@ -21,7 +21,7 @@ import (
 // and the same as RPC: POST /v1/objects/lock/{resource}/rpc/Acquire, ...
 var LockClass = cairn.Class{
 	New: func(st *cairn.State) (any, error) {
-		l, err := newLease(st, "Cancel")
+		l, err := newLease(st)
 		if err != nil {
 			return nil, err
 		}
@@ -169,16 +169,11 @@ func (x *Lock) Inspect(ctx context.Context) (LockInfo, error) {
 // Alarm implements cairn.AlarmHandler: a lease that lapsed is cleared and
 // the lock granted to the next waiter.
 func (x *Lock) Alarm(ctx context.Context, _ cairn.AlarmInfo) error {
-	err := x.l.alarm(ctx)
-	x.l.dirty = false
-	if err != nil {
-		x.l.forget() // the turn rolls back
-	}
-	return err
+	return x.l.alarmDone(x.l.alarm(ctx))
 }
 
 // Invalidate implements cairn.Invalidator: the lease row is read again.
-func (x *Lock) Invalidate() { x.l.forget() }
+func (x *Lock) Invalidate() { x.l.forgetAll() }
 
 // ServeHTTP implements http.Handler.
 func (x *Lock) ServeHTTP(w http.ResponseWriter, r *http.Request) {

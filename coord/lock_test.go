@@ -360,7 +360,7 @@ func TestLockSeesOutsideEdits(t *testing.T) {
 	s := stub(t, rt, "lock", "res")
 	call[coord.AcquireResult](t, s, "Acquire", coord.AcquireArgs{Owner: "a", TTLMs: 60000})
 	err := s.Run(context.Background(), func(ctx context.Context, st *cairn.State) error {
-		_, err := st.Exec(`UPDATE lease SET owner = NULL, token = NULL, expires_at = NULL, acquired_at = NULL, last_token = 41`)
+		_, err := st.Exec(`UPDATE leases SET owner = NULL, token = NULL, expires_at = NULL, acquired_at = NULL, last_token = 41`)
 		return err
 	})
 	if err != nil {
