@@ -13,6 +13,7 @@ import (
 func Classes() map[string]cairn.Class {
 	return map[string]cairn.Class{
 		"lock":     LockClass,
+		"locks":    LockTableClass,
 		"leader":   LeaderClass,
 		"presence": PresenceClass,
 		"queue":    QueueClass,

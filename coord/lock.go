@@ -64,6 +64,12 @@ func grantResult(h Holder) AcquireResult {
 // that disconnects leaves the line, and a grant it could not receive is
 // released.
 func (x *Lock) Acquire(ctx context.Context, a AcquireArgs) (AcquireResult, error) {
+	return lockAcquire(ctx, x.l, a)
+}
+
+// lockAcquire, lockRenew, lockRelease, lockCancel and lockInspect are the
+// operations of a lock, for Lock and LockTable alike.
+func lockAcquire(ctx context.Context, l *lease, a AcquireArgs) (AcquireResult, error) {
 	if err := checkID("owner", a.Owner, true); err != nil {
 		return AcquireResult{}, err
 	}
@@ -76,8 +82,8 @@ func (x *Lock) Acquire(ctx context.Context, a AcquireArgs) (AcquireResult, error
 	if err := checkWait(a.WaitMs); err != nil {
 		return AcquireResult{}, err
 	}
-	h, err := x.l.acquire(ctx, acquireReq{owner: a.Owner, requestID: a.RequestID, ttl: a.TTLMs, wait: a.WaitMs})
-	if err := x.l.finish(err); err != nil {
+	h, err := l.acquire(ctx, acquireReq{owner: a.Owner, requestID: a.RequestID, ttl: a.TTLMs, wait: a.WaitMs})
+	if err := l.finish(err); err != nil {
 		return AcquireResult{}, err
 	}
 	return grantResult(h), nil
@@ -94,14 +100,18 @@ type RenewArgs struct {
 // token is not current (the lease expired, or was released). A renew that
 // timed out on the client may be retried as is.
 func (x *Lock) Renew(ctx context.Context, a RenewArgs) (AcquireResult, error) {
+	return lockRenew(ctx, x.l, a)
+}
+
+func lockRenew(ctx context.Context, l *lease, a RenewArgs) (AcquireResult, error) {
 	if err := checkID("owner", a.Owner, true); err != nil {
 		return AcquireResult{}, err
 	}
 	if err := checkTTL(a.TTLMs); err != nil {
 		return AcquireResult{}, err
 	}
-	h, err := x.l.renew(ctx, a.Owner, a.Token, a.TTLMs)
-	if err := x.l.finish(err); err != nil {
+	h, err := l.renew(ctx, a.Owner, a.Token, a.TTLMs)
+	if err := l.finish(err); err != nil {
 		return AcquireResult{}, err
 	}
 	return grantResult(h), nil
@@ -126,13 +136,17 @@ type ReleaseResult struct {
 // on the retry means the lock is no longer held with that token, which is
 // what the release wanted.
 func (x *Lock) Release(ctx context.Context, a ReleaseArgs) (ReleaseResult, error) {
+	return lockRelease(ctx, x.l, a)
+}
+
+func lockRelease(ctx context.Context, l *lease, a ReleaseArgs) (ReleaseResult, error) {
 	if err := checkID("owner", a.Owner, true); err != nil {
 		return ReleaseResult{}, err
 	}
 	if err := checkID("request_id", a.RequestID, false); err != nil {
 		return ReleaseResult{}, err
 	}
-	if err := x.l.finish(x.l.release(ctx, a.Owner, a.Token, a.RequestID)); err != nil {
+	if err := l.finish(l.release(ctx, a.Owner, a.Token, a.RequestID)); err != nil {
 		return ReleaseResult{}, err
 	}
 	return ReleaseResult{Released: true}, nil
@@ -143,11 +157,15 @@ func (x *Lock) Release(ctx context.Context, a ReleaseArgs) (ReleaseResult, error
 // is released. For a client that gave up on an Acquire and must not hold
 // the lock. Idempotent.
 func (x *Lock) Cancel(ctx context.Context, a CancelArgs) (CancelResult, error) {
+	return lockCancel(ctx, x.l, a)
+}
+
+func lockCancel(ctx context.Context, l *lease, a CancelArgs) (CancelResult, error) {
 	if err := a.check(); err != nil {
 		return CancelResult{}, err
 	}
-	res, err := x.l.withdraw(ctx, a.Owner, a.RequestID, a.Seq)
-	return res, x.l.finish(err)
+	res, err := l.withdraw(ctx, a.Owner, a.RequestID, a.Seq)
+	return res, l.finish(err)
 }
 
 // LockInfo is the state of a lock.
@@ -159,8 +177,12 @@ type LockInfo struct {
 
 // Inspect returns the holder and the waiters.
 func (x *Lock) Inspect(ctx context.Context) (LockInfo, error) {
-	s, ws, err := x.l.info(ctx)
-	if err := x.l.finish(err); err != nil {
+	return lockInspect(ctx, x.l)
+}
+
+func lockInspect(ctx context.Context, l *lease) (LockInfo, error) {
+	s, ws, err := l.info(ctx)
+	if err := l.finish(err); err != nil {
 		return LockInfo{}, err
 	}
 	return LockInfo{Holder: s.holder, LastToken: s.lastToken, Waiters: ws}, nil

@@ -340,6 +340,11 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	srv.Routes = append(srv.Routes, agentSDKRoutes(agents)...)
 	srv.Routes = append(srv.Routes, mcpRoutes(rt, agents, cfg, logger)...)
 	srv.Routes = append(srv.Routes, consoleRoutes()...)
+	if locks, err := coord.NewLocks(rt); err == nil {
+		for _, p := range coord.LocksRoutes {
+			srv.Routes = append(srv.Routes, cairnhttp.Route{Pattern: p, Handler: locks, Namespace: "locks", Name: "locks"})
+		}
+	}
 	closeRuntime := func() error {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
