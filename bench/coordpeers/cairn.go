@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/cairn-dev/cairn"
@@ -20,18 +22,25 @@ import (
 
 // cairnSystem is cairn as `cairn serve --durability disk` runs it: the
 // runtime on SQLite, the coord classes, the HTTP server on loopback.
-// Clients call over an RPC WebSocket each (socket) or with one HTTP
-// request per call.
+// Clients call the lock table (namespace "locks", the route /v1/locks) or,
+// with objects, the lock namespace (an object per lock), over an RPC
+// WebSocket each (socket) or with one HTTP request per call.
 type cairnSystem struct {
-	eng    *sqlite.Engine
-	rt     *cairn.Runtime
-	srv    *cairnhttp.Server
-	url    string
-	socket bool
-	errc   chan error
+	eng  *sqlite.Engine
+	rt   *cairn.Runtime
+	srv  *cairnhttp.Server
+	url  string
+	kind clientKind
+	errc chan error
 }
 
-func startCairn(dir, durability, syncMode string, socket bool, log *slog.Logger) (*cairnSystem, error) {
+// clientKind is how a cairn client calls: over what, and which locks.
+type clientKind struct {
+	socket  bool // an RPC WebSocket, else an HTTP request per call
+	objects bool // a Lock object per lock, else the lock table
+}
+
+func startCairn(dir, durability, syncMode string, kind clientKind, log *slog.Logger) (*cairnSystem, error) {
 	level, err := cairn.ParseDurability(durability)
 	if err != nil {
 		return nil, err
@@ -59,12 +68,20 @@ func startCairn(dir, durability, syncMode string, socket bool, log *slog.Logger)
 	}
 	srv := cairnhttp.NewServer(rt)
 	srv.Logger = log
+	locks, err := coord.NewLocks(rt)
+	if err != nil {
+		rt.Close(context.Background())
+		return nil, err
+	}
+	for _, p := range coord.LocksRoutes {
+		srv.Routes = append(srv.Routes, cairnhttp.Route{Pattern: p, Handler: locks, Namespace: "locks", Name: "locks"})
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		rt.Close(context.Background())
 		return nil, err
 	}
-	s := &cairnSystem{eng: eng, rt: rt, srv: srv, url: "http://" + ln.Addr().String(), socket: socket, errc: make(chan error, 1)}
+	s := &cairnSystem{eng: eng, rt: rt, srv: srv, url: "http://" + ln.Addr().String(), kind: kind, errc: make(chan error, 1)}
 	go func() { s.errc <- srv.Serve(ln) }()
 	return s, nil
 }
@@ -106,42 +123,62 @@ func (s *cairnSystem) close() error {
 // dial returns a client with one connection of its own, as a separate
 // process would have: an RPC WebSocket, or an HTTP keep-alive connection.
 func (s *cairnSystem) dial(ctx context.Context, i int) (locker, error) {
+	return dialCairn(ctx, s.url, s.kind, i)
+}
+
+func dialCairn(ctx context.Context, url string, kind clientKind, i int) (locker, error) {
 	owner := fmt.Sprintf("client-%d", i)
-	if s.socket {
-		conn, err := cairnhttp.NewClient(s.url, "").DialRPC(ctx)
+	if kind.socket {
+		conn, err := cairnhttp.NewClient(url, "").DialRPC(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return &cairnSocketLocker{conn: conn, owner: owner}, nil
+		return &cairnSocketLocker{conn: conn, owner: owner, objects: kind.objects}, nil
 	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}
 	return &cairnLocker{
-		hc:    &http.Client{Transport: tr, Timeout: 30 * time.Second},
-		url:   s.url,
-		owner: owner,
+		hc:      &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		url:     url,
+		owner:   owner,
+		objects: kind.objects,
 	}, nil
 }
 
-// cairnSocketLocker calls the lock's RPC methods over its WebSocket.
+// cairnSocketLocker calls the RPC methods of a lock's object over its
+// WebSocket: the lock table's shard, or the lock's own object.
 type cairnSocketLocker struct {
-	conn  *cairnhttp.RPCConn
-	owner string
+	conn    *cairnhttp.RPCConn
+	owner   string
+	objects bool
 }
 
 func (c *cairnSocketLocker) close() error { return c.conn.Close() }
 
 // roundTrip is cairnLocker.roundTrip over the socket.
 func (c *cairnSocketLocker) roundTrip(ctx context.Context, lock string) error {
+	if c.objects {
+		return lockRoundTrip(c.owner, func(method string, in, out any) error {
+			return c.conn.Call(ctx, "lock", lock, method, in, out)
+		})
+	}
+	shard := coord.LockShard(lock)
 	return lockRoundTrip(c.owner, func(method string, in, out any) error {
-		return c.conn.Call(ctx, "lock", lock, method, in, out)
+		switch a := in.(type) {
+		case coord.AcquireArgs:
+			in = coord.TableAcquireArgs{Name: lock, AcquireArgs: a}
+		case coord.ReleaseArgs:
+			in = coord.TableReleaseArgs{Name: lock, ReleaseArgs: a}
+		}
+		return c.conn.Call(ctx, "locks", shard, method, in, out)
 	})
 }
 
 type cairnLocker struct {
-	hc    *http.Client
-	url   string
-	owner string
-	body  bytes.Buffer
+	hc      *http.Client
+	url     string
+	owner   string
+	objects bool
+	body    bytes.Buffer
 }
 
 func (c *cairnLocker) close() error {
@@ -149,11 +186,15 @@ func (c *cairnLocker) close() error {
 	return nil
 }
 
-// roundTrip calls the lock's RPC methods: Acquire, waiting in line for up
-// to 10 s, then Release with the fencing token.
+// roundTrip acquires, waiting in line for up to 10 s, then releases with
+// the fencing token: POST /v1/locks/{lock}/acquire and /release, or the
+// RPC methods of the lock's object.
 func (c *cairnLocker) roundTrip(ctx context.Context, lock string) error {
 	return lockRoundTrip(c.owner, func(method string, in, out any) error {
-		return c.post(ctx, c.url+cairnhttp.ObjectPath("/v1/objects", "lock", lock)+"/rpc/"+method, in, out)
+		if c.objects {
+			return c.post(ctx, c.url+cairnhttp.ObjectPath("/v1/objects", "lock", lock)+"/rpc/"+method, in, out)
+		}
+		return c.post(ctx, c.url+"/v1/locks/"+neturl.PathEscape(lock)+"/"+strings.ToLower(method), in, out)
 	})
 }
 

@@ -2,13 +2,18 @@
 // otherwise pick for a distributed lock, in one run over loopback: Redis
 // (SET NX PX and a compare-and-delete script, durable with appendfsync
 // always, and with everysec for reference) and etcd's concurrency.Mutex
-// (embedded etcd, fsync on). cairn is measured twice: "cairn" calls the
-// lock's RPC methods over one WebSocket per client (GET /v1/rpc, as Redis
-// and etcd clients keep one connection), "cairn-http" with one HTTP
-// request per call. Each system gets --clients concurrent clients
-// doing acquire+release round trips for --duration, on one lock and on
-// 1,000 locks taken round robin; the table shows round trips per second,
-// the latency of a round trip and the ratio to cairn. With --rounds N the
+// (embedded etcd, fsync on). cairn is measured four ways: "cairn" calls
+// the lock table (namespace locks, coord.LockTableClass) over one RPC
+// WebSocket per client (GET /v1/rpc, as Redis and etcd clients keep one
+// connection), with the server in this process; "cairn-serve" is the same
+// against `cairn serve` in a process of its own (built from this
+// repository), as redis-server runs; "cairn-http" calls the lock table's
+// REST routes (/v1/locks/{name}/acquire, one HTTP request per call); and
+// "cairn-objects" calls a Lock object per lock (namespace lock) over the
+// socket. Each system gets --clients concurrent clients doing
+// acquire+release round trips for --duration, on one lock and on 1,000
+// locks taken round robin; the table shows round trips per second, the
+// latency of a round trip and the ratio to cairn. With --rounds N the
 // whole sequence runs N times, so that every system meets the machine's
 // slow and fast spells alike, and the table gives medians: of round trips
 // per second, and of the ratio to cairn measured in the same round.
@@ -33,6 +38,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,6 +73,16 @@ type options struct {
 	cpuprofile string
 	durability string
 	sync       string
+	trace      string
+	cairnBin   string // the cairn binary for cairn-serve, built by run
+}
+
+// writerOrNil returns f as an io.Writer, nil if f is nil.
+func writerOrNil(f *os.File) io.Writer {
+	if f == nil {
+		return nil
+	}
+	return f
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -78,11 +94,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per system and lock count")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured time before each measurement")
 	locks := fs.String("locks", "1,1000", "lock counts to run, separated by commas (round robin over the locks)")
-	systems := fs.String("systems", "cairn,cairn-http,redis-always,redis-everysec,etcd", "systems to run, separated by commas")
+	systems := fs.String("systems", "cairn,cairn-serve,cairn-http,cairn-objects,redis-always,redis-everysec,etcd", "systems to run, separated by commas")
 	fs.StringVar(&o.redis, "redis-server", "redis-server", "the redis-server binary")
 	fs.StringVar(&o.data, "data", "", "directory for the systems' data (default: a temporary directory, removed at the end)")
 	fs.StringVar(&o.durability, "cairn-durability", "disk", "cairn's durability: disk (fsync before answering, the fair comparison) or process (to see what fsync costs)")
 	fs.StringVar(&o.sync, "cairn-sync", "auto", "how cairn makes commits durable at disk: auto, syncfs or files (sqlite.SyncMode)")
+	fs.StringVar(&o.trace, "trace", "", "write an execution trace (go tool trace) of the measured part of the in-process cairn runs to this file; keep --duration short")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the measured part of the cairn runs (server and clients: one process) to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -100,7 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	for _, s := range strings.Split(*systems, ",") {
 		s = strings.TrimSpace(s)
 		switch s {
-		case "cairn", "cairn-http", "redis-always", "redis-everysec", "etcd":
+		case "cairn", "cairn-serve", "cairn-http", "cairn-objects", "redis-always", "redis-everysec", "etcd":
 			o.systems = append(o.systems, s)
 		default:
 			return o, fmt.Errorf("--systems: unknown system %q", s)
@@ -155,6 +172,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		defer os.RemoveAll(o.data)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if slices.Contains(o.systems, "cairn-serve") {
+		if o.cairnBin, err = buildCairn(ctx, o.data); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "coordpeers: %d clients, %s per run after %s warmup, %d CPUs, %s; cairn durability %s, sync %s; data in %s\n",
 		o.clients, o.duration, o.warmup, runtime.NumCPU(), runtime.Version(), o.durability, o.sync, o.data)
 
@@ -205,9 +227,19 @@ func runOne(ctx context.Context, r *row, o options, stdout io.Writer, log *slog.
 			return err
 		}
 	}
-	res, err := measure(ctx, sys, n, o, prof)
+	var tf *os.File
+	if strings.HasPrefix(name, "cairn") && o.trace != "" {
+		if tf, err = os.Create(fmt.Sprintf("%s.%s.%d", o.trace, name, n)); err != nil {
+			sys.close()
+			return err
+		}
+	}
+	res, err := measure(ctx, sys, n, o, writerOrNil(prof), writerOrNil(tf))
 	if prof != nil {
 		prof.Close()
+	}
+	if tf != nil {
+		tf.Close()
 	}
 	if cerr := sys.close(); err == nil && cerr != nil {
 		err = fmt.Errorf("stop %s: %w", name, cerr)
@@ -228,8 +260,12 @@ func runOne(ctx context.Context, r *row, o options, stdout io.Writer, log *slog.
 // is skipped.
 func start(ctx context.Context, name, dir string, o options, log *slog.Logger) (system, string, error) {
 	switch name {
-	case "cairn", "cairn-http":
-		s, err := startCairn(dir, o.durability, o.sync, name == "cairn", log)
+	case "cairn", "cairn-http", "cairn-objects":
+		kind := clientKind{socket: name != "cairn-http", objects: name == "cairn-objects"}
+		s, err := startCairn(dir, o.durability, o.sync, kind, log)
+		return s, "", err
+	case "cairn-serve":
+		s, err := startServe(ctx, o.cairnBin, dir, o.durability, o.sync)
 		return s, "", err
 	case "redis-always", "redis-everysec":
 		return startRedis(ctx, o.redis, dir, strings.TrimPrefix(name, "redis-"), o.clients)
@@ -244,8 +280,9 @@ func start(ctx context.Context, name, dir string, o options, log *slog.Logger) (
 func lockName(n, i int) string { return "bench-" + strconv.Itoa(n) + "-" + strconv.Itoa(i) }
 
 // measure runs o.clients clients against sys on n locks.
-// If prof is not nil, the measured time is CPU-profiled into it.
-func measure(ctx context.Context, sys system, n int, o options, prof io.Writer) (result, error) {
+// If prof is not nil, the measured time is CPU-profiled into it; if tw is
+// not nil, traced into it (runtime/trace).
+func measure(ctx context.Context, sys system, n int, o options, prof, tw io.Writer) (result, error) {
 	clients := make([]locker, o.clients)
 	defer func() {
 		for _, c := range clients {
@@ -322,6 +359,11 @@ func measure(ctx context.Context, sys system, n int, o options, prof io.Writer) 
 	if prof != nil {
 		pprof.StartCPUProfile(prof)
 	}
+	if tw != nil {
+		if err := trace.Start(tw); err != nil {
+			return result{}, err
+		}
+	}
 	var diagEnd func() string
 	if d, ok := sys.(diagnoser); ok {
 		diagEnd = d.diag()
@@ -339,6 +381,9 @@ func measure(ctx context.Context, sys system, n int, o options, prof io.Writer) 
 	}
 	if prof != nil {
 		pprof.StopCPUProfile()
+	}
+	if tw != nil {
+		trace.Stop()
 	}
 	stop.Store(true)
 	wg.Wait()

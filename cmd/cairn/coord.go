@@ -31,6 +31,7 @@ const coordHelp = `Usage:
   cairn lock release RESOURCE --owner ID --fencing-token N [--request-id R]
   cairn lock cancel RESOURCE --owner ID --request-id R
   cairn lock inspect RESOURCE
+  cairn locks acquire|renew|release|cancel|inspect NAME ...   the same, on the lock table (/v1/locks)
 
   cairn leader campaign GROUP --candidate ID --ttl 30s [--wait 10s] [--request-id R]
   cairn leader renew GROUP --candidate ID --term N --ttl 30s
@@ -117,6 +118,8 @@ var coordVerbs = map[string]map[string]coordVerb{
 		"dead":    {flags: []string{"after", "limit"}, run: queueDead},
 	},
 }
+
+func init() { coordVerbs["locks"] = coordVerbs["lock"] }
 
 // define declares the flag name on fs, bound to its field of c.
 func (c *coordCmd) define(fs *flag.FlagSet, name string) {
@@ -239,8 +242,16 @@ type exitError int
 
 func (e exitError) Error() string { return "exit " + strconv.Itoa(int(e)) }
 
-// path returns the REST path of op on the command's object.
+// path returns the REST path of op on the command's object, or on the
+// lock of the lock table.
 func (c *coordCmd) path(op string) string {
+	if c.ns == "locks" {
+		p := "/v1/locks/" + url.PathEscape(c.name)
+		if op != "" {
+			p += "/" + op
+		}
+		return p
+	}
 	return cairnhttp.ObjectPath("/v1/objects", c.ns, c.name) + "/" + op
 }
 

@@ -7,6 +7,7 @@
 //	cairn objects ...      list, inspect and delete objects
 //	cairn alarm ...        get, set and delete an object's alarm
 //	cairn lock ...         acquire, renew, release and inspect a lock
+//	cairn locks ...        the same, on the lock table
 //	cairn leader ...       campaign, renew, resign and get a group's leader
 //	cairn presence ...     heartbeat, leave and list a room's members
 //	cairn queue ...        enqueue, claim, ack, nack; stats and dead letters
@@ -70,6 +71,7 @@ Usage:
   cairn objects list|inspect|delete ...    the object catalog
   cairn alarm get|set|delete NS NAME [T]   an object's alarm
   cairn lock VERB RESOURCE [flags]         a lock with a fencing token
+  cairn locks VERB NAME [flags]            the same, on the lock table (many locks)
   cairn leader VERB GROUP [flags]          leader election
   cairn presence VERB ROOM [flags]         who is in a room
   cairn queue VERB NAME [flags]            a work queue
@@ -98,7 +100,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return m.runClient(ctx, cmd, rest)
 	case "agents":
 		return m.runAgents(ctx, rest)
-	case "lock", "leader", "presence", "queue":
+	case "lock", "locks", "leader", "presence", "queue":
 		return m.runCoord(ctx, cmd, rest)
 	case "bench":
 		return m.runBench(ctx, rest)
