@@ -1,11 +1,14 @@
 // Package coord holds cairn's coordination classes, for agents (and the
-// people beside them) that must agree on who does what: lock, leader,
-// presence and queue. Each is an ordinary cairn class built on the public
-// API (State SQL, alarms, Release, WebSockets), one object per resource
-// name, its state in the object's own SQLite database, so it survives
-// restarts and crashes. `cairn serve` registers them under the namespaces
-// of Classes.
+// people beside them) that must agree on who does what: locks, lock,
+// leader, presence and queue. Each is an ordinary cairn class built on the
+// public API (State SQL, alarms, Release, WebSockets), its state in SQLite,
+// so it survives restarts and crashes. `cairn serve` registers them under
+// the namespaces of Classes.
 //
+//   - LockTable (namespace "locks"): locks by name, each a row of the
+//     object LockShard(name); what Lock does, for many locks at once,
+//     whose requests share the shard's commits. Locks is its Go API and
+//     its HTTP handler (/v1/locks/{name}/...).
 //   - Lock (namespace "lock", one object per resource): a lease with an
 //     owner, a TTL and a fencing token that strictly increases per lock
 //     for as long as the object's storage exists; renew and release by the
