@@ -20,12 +20,15 @@ import (
 )
 
 // The fencing test: a child process (this test binary, re-executed)
-// acquires and releases a lock and campaigns and resigns in an election
-// group in a loop, printing each token and term it was granted; the parent
-// kills it with SIGKILL at a random moment, reopens the data directory and
-// checks that the next token and term are greater than every one the child
-// reported. Several rounds run on the same directory.
+// acquires and releases a lock object and a lock of the lock table, and
+// campaigns and resigns in an election group, in a loop, printing each
+// token and term it was granted; the parent kills it with SIGKILL at a
+// random moment, reopens the data directory and checks that the next
+// tokens and term are greater than every one the child reported. Several
+// rounds run on the same directory.
 
+// TestFencingChild is the child of TestFencingAfterCrash: it proves
+// nothing by itself.
 func TestFencingChild(t *testing.T) {
 	if os.Getenv("CAIRN_COORD_CHILD") != "1" {
 		t.Skip("helper process of TestFencingAfterCrash")
@@ -38,6 +41,7 @@ func TestFencingChild(t *testing.T) {
 	rt := openRuntime(t, os.Getenv("CAIRN_COORD_DIR"), cairn.Disk)
 	lock := stub(t, rt, "lock", "res")
 	leader := stub(t, rt, "leader", "group")
+	table := newLocks(t, rt)
 	ctx := context.Background()
 	fail := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "fencing child: "+format+"\n", args...)
@@ -57,6 +61,16 @@ func TestFencingChild(t *testing.T) {
 				fail("release: %v", err)
 			}
 		}
+		tg, err := table.Acquire(ctx, "res", coord.AcquireArgs{Owner: owner, TTLMs: 300, WaitMs: 5000})
+		if err != nil {
+			fail("acquire of the table's lock: %v", err)
+		}
+		fmt.Printf("table %d\n", tg.Token)
+		if i%2 == 1 {
+			if _, err := table.Release(ctx, "res", coord.ReleaseArgs{Owner: owner, Token: tg.Token}); err != nil {
+				fail("release of the table's lock: %v", err)
+			}
+		}
 		var c coord.CampaignResult
 		if err := leader.Call(ctx, "Campaign", coord.CampaignArgs{Candidate: owner, TTLMs: 300, WaitMs: 5000}, &c); err != nil || !c.Elected {
 			fail("campaign: %+v %v", c, err)
@@ -70,12 +84,15 @@ func TestFencingChild(t *testing.T) {
 	}
 }
 
+// TestFencingAfterCrash proves that fencing tokens (of a lock object and
+// of a lock of the lock table) and terms never repeat or go back across
+// SIGKILLs of the process that granted them.
 func TestFencingAfterCrash(t *testing.T) {
 	dir := t.TempDir()
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, seed))
 	t.Logf("seed %d", seed)
-	var maxToken, maxTerm int64
+	var maxToken, maxTable, maxTerm int64
 	for round := 0; round < 3; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestFencingChild$", "-test.timeout=2m")
 		cmd.Env = append(os.Environ(), "CAIRN_COORD_CHILD=1", "CAIRN_COORD_DIR="+dir)
@@ -117,7 +134,7 @@ func TestFencingAfterCrash(t *testing.T) {
 					t.Fatalf("round %d: child exited: %s", round, stderr.String())
 				}
 				got = append(got, line)
-				if strings.HasPrefix(line, "token ") || strings.HasPrefix(line, "term ") {
+				if strings.HasPrefix(line, "token ") || strings.HasPrefix(line, "table ") || strings.HasPrefix(line, "term ") {
 					n++
 				}
 			case <-timeout:
@@ -144,6 +161,12 @@ func TestFencingAfterCrash(t *testing.T) {
 					t.Fatalf("round %d: token %d repeated or went back (max so far %d)", round, v, maxToken)
 				}
 				maxToken = v
+			case strings.HasPrefix(line, "table "):
+				fmt.Sscanf(line, "table %d\n", &v)
+				if v <= maxTable {
+					t.Fatalf("round %d: token %d of the table's lock repeated or went back (max so far %d)", round, v, maxTable)
+				}
+				maxTable = v
 			case strings.HasPrefix(line, "term "):
 				fmt.Sscanf(line, "term %d\n", &v)
 				if v <= maxTerm {
@@ -152,7 +175,7 @@ func TestFencingAfterCrash(t *testing.T) {
 				maxTerm = v
 			}
 		}
-		childToken, childTerm := maxToken, maxTerm
+		childToken, childTable, childTerm := maxToken, maxTable, maxTerm
 		// Restart on the same directory: the next grants are greater.
 		rt := openRuntime(t, dir, cairn.Disk)
 		var g coord.AcquireResult
@@ -163,6 +186,15 @@ func TestFencingAfterCrash(t *testing.T) {
 			t.Fatalf("round %d: token %d after the crash, want more than %d", round, g.Token, maxToken)
 		}
 		maxToken = g.Token
+		table := newLocks(t, rt)
+		tg, err := table.Acquire(context.Background(), "res", coord.AcquireArgs{Owner: "parent", TTLMs: 60000, WaitMs: 5000})
+		if err != nil {
+			t.Fatalf("round %d: acquire of the table's lock after the crash: %v", round, err)
+		}
+		if tg.Token <= maxTable {
+			t.Fatalf("round %d: token %d of the table's lock after the crash, want more than %d", round, tg.Token, maxTable)
+		}
+		maxTable = tg.Token
 		var c coord.CampaignResult
 		if err := stub(t, rt, "leader", "group").Call(context.Background(), "Campaign", coord.CampaignArgs{Candidate: "parent", TTLMs: 60000, WaitMs: 5000}, &c); err != nil || !c.Elected {
 			t.Fatalf("round %d: campaign after the crash: %+v %v", round, c, err)
@@ -173,8 +205,11 @@ func TestFencingAfterCrash(t *testing.T) {
 		maxTerm = c.Term
 		call[coord.ReleaseResult](t, stub(t, rt, "lock", "res"), "Release", coord.ReleaseArgs{Owner: "parent", Token: g.Token})
 		call[coord.ResignResult](t, stub(t, rt, "leader", "group"), "Resign", coord.ResignArgs{Candidate: "parent", Term: c.Term})
+		if _, err := table.Release(context.Background(), "res", coord.ReleaseArgs{Owner: "parent", Token: tg.Token}); err != nil {
+			t.Fatalf("round %d: release of the table's lock: %v", round, err)
+		}
 		closeRuntime(t, rt)
-		t.Logf("round %d: child reached token %d, term %d; after restart token %d, term %d",
-			round, childToken, childTerm, g.Token, c.Term)
+		t.Logf("round %d: child reached token %d, table token %d, term %d; after restart token %d, table token %d, term %d",
+			round, childToken, childTable, childTerm, g.Token, tg.Token, c.Term)
 	}
 }

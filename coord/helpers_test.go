@@ -145,9 +145,16 @@ func await(tb testing.TB, ch <-chan asyncResult, what string) asyncResult {
 // the class (no lazy expiry): what the alarm alone did.
 func rawLease(tb testing.TB, s *cairn.Stub) (owner string, token int64) {
 	tb.Helper()
+	return rawLeaseNamed(tb, s, "")
+}
+
+// rawLeaseNamed is rawLease for the lease called name: a lock of the lock
+// table, in its shard s. A lease never written reads as free.
+func rawLeaseNamed(tb testing.TB, s *cairn.Stub, name string) (owner string, token int64) {
+	tb.Helper()
 	err := s.Run(context.Background(), func(ctx context.Context, st *cairn.State) error {
-		rows, err := st.Query(`SELECT owner, token FROM leases WHERE name = ''`)
-		if err != nil {
+		rows, err := st.Query(`SELECT owner, token FROM leases WHERE name = ?`, name)
+		if err != nil || len(rows.Values) == 0 {
 			return err
 		}
 		owner, _ = rows.Values[0][0].(string)
@@ -192,7 +199,16 @@ func newServer(tb testing.TB, level cairn.Durability) *server {
 
 func (s *server) start(level cairn.Durability) {
 	rt := openRuntime(s.tb, s.dir, level)
-	h := cairnhttp.NewServer(rt).Handler()
+	hs := cairnhttp.NewServer(rt)
+	// The lock table's routes, mounted as cmd/cairn/serve.go does.
+	locks, err := coord.NewLocks(rt)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	for _, p := range coord.LocksRoutes {
+		hs.Routes = append(hs.Routes, cairnhttp.Route{Pattern: p, Handler: locks, Namespace: "locks", Name: "locks"})
+	}
+	h := hs.Handler()
 	s.mu.Lock()
 	s.rt, s.level = rt, level
 	s.mu.Unlock()
