@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"unicode/utf8"
 )
 
 // HTTPStatus returns the HTTP status of an error code. It is the one mapping
@@ -65,10 +66,15 @@ func ReadBody(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-// DecodeJSON decodes b into v strictly: unknown fields and trailing data are
-// Invalid errors, and numbers decoded into interfaces stay exact
-// (json.Number).
+// DecodeJSON decodes b into v strictly: bytes that are not UTF-8, unknown
+// fields and trailing data are Invalid errors, and numbers decoded into
+// interfaces stay exact (json.Number).
 func DecodeJSON(b []byte, v any) error {
+	if !utf8.Valid(b) {
+		// encoding/json would turn each bad byte into U+FFFD: refuse
+		// rather than let different inputs become one.
+		return Errorf(Invalid, "malformed JSON body: not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()

@@ -23,6 +23,7 @@ func TestDecodeJSON(t *testing.T) {
 		{`{"a": 1} {}`, cairn.Invalid},
 		{`{"a":`, cairn.Invalid},
 		{``, cairn.Invalid},
+		{"{\"a\": \"x\xffy\"}", cairn.Invalid}, // not UTF-8: encoding/json would read "x\ufffdy"
 	} {
 		var v in
 		err := cairn.DecodeJSON([]byte(c.body), &v)

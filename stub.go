@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"reflect"
 	"sync"
+	"unicode/utf8"
 )
 
 // Stub is a client for one object. It is cheap; make one per use or keep it.
@@ -242,6 +243,11 @@ func (s *Stub) CallJSON(ctx context.Context, method string, arg json.RawMessage)
 	}
 	if !json.Valid(arg) {
 		return nil, Errorf(Invalid, "argument is not valid JSON")
+	}
+	if !utf8.Valid(arg) {
+		// encoding/json would turn each bad byte into U+FFFD, so that
+		// different inputs (two lock names, two owners) became one.
+		return nil, Errorf(Invalid, "argument is not valid UTF-8")
 	}
 	return s.callJSON(ctx, method, arg)
 }

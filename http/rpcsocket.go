@@ -45,6 +45,11 @@ type rpcFrame struct {
 // decodeFrame decodes a frame strictly: a member the protocol does not
 // have (a misspelt "args") is an error rather than silently dropped.
 func decodeFrame(b []byte, f *rpcFrame) error {
+	if !utf8.Valid(b) {
+		// encoding/json would read each bad byte as U+FFFD: two names
+		// would become one object.
+		return errors.New("not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(f); err != nil {

@@ -495,6 +495,7 @@ func TestErrors(t *testing.T) {
 		{"rpc hook is not a method", "POST", "/v1/objects/kv/x/rpc/ServeHTTP", "{}", 404, "not_found"},
 		{"rpc long method", "POST", "/v1/objects/kv/x/rpc/" + strings.Repeat("M", 129), "{}", 400, "invalid"},
 		{"rpc empty key", "POST", "/v1/objects/kv/x/rpc/Put", `{"key":"","value":"v"}`, 400, "invalid"},
+		{"rpc key not UTF-8", "POST", "/v1/objects/kv/x/rpc/Put", "{\"key\":\"a\xffb\",\"value\":\"v\"}", 400, "invalid"},
 		{"sql syntax error", "POST", "/v1/admin/objects/kv/x/sql", `{"sql":"SELEC 1"}`, 400, "invalid"},
 		{"sql unknown table", "POST", "/v1/admin/objects/kv/x/sql", `{"sql":"SELECT * FROM nosuch"}`, 400, "invalid"},
 		{"sql malformed body", "POST", "/v1/admin/objects/kv/x/sql", `{"sql":`, 400, "invalid"},
