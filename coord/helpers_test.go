@@ -130,15 +130,33 @@ func goCall(ctx context.Context, s *cairn.Stub, method string, arg any) <-chan a
 	return ch
 }
 
-func await(tb testing.TB, ch <-chan asyncResult, what string) asyncResult {
+// await returns what ch delivers, failing the test after 10 s.
+func await[T any](tb testing.TB, ch <-chan T, what string) T {
 	tb.Helper()
 	select {
 	case r := <-ch:
 		return r
 	case <-time.After(10 * time.Second):
 		tb.Fatalf("timed out waiting for %s", what)
-		return asyncResult{}
+		var zero T
+		return zero
 	}
+}
+
+// objectAlarm returns the alarm of an object, and whether it has one.
+func objectAlarm(tb testing.TB, s *cairn.Stub) (time.Time, bool) {
+	tb.Helper()
+	var at time.Time
+	var ok bool
+	err := s.Run(context.Background(), func(ctx context.Context, st *cairn.State) error {
+		var err error
+		at, ok, err = st.Alarm()
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return at, ok
 }
 
 // rawLease reads a lock or leader's stored holder without going through

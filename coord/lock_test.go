@@ -384,15 +384,7 @@ func TestLockShortLeaseAfterLongOne(t *testing.T) {
 	g := call[coord.AcquireResult](t, s, "Acquire", coord.AcquireArgs{Owner: "a", TTLMs: 3_600_000})
 	call[coord.ReleaseResult](t, s, "Release", coord.ReleaseArgs{Owner: "a", Token: g.Token})
 	alarm := func() time.Time {
-		var at time.Time
-		err := s.Run(context.Background(), func(ctx context.Context, st *cairn.State) error {
-			var err error
-			at, _, err = st.Alarm()
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		at, _ := objectAlarm(t, s)
 		return at
 	}
 	if at := alarm(); time.Until(at) < 59*time.Minute {

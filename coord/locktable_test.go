@@ -55,22 +55,6 @@ func newLocks(tb testing.TB, rt *cairn.Runtime) *coord.Locks {
 	return l
 }
 
-// shardAlarm returns the alarm of a shard object, and whether it has one.
-func shardAlarm(tb testing.TB, s *cairn.Stub) (time.Time, bool) {
-	tb.Helper()
-	var at time.Time
-	var ok bool
-	err := s.Run(context.Background(), func(ctx context.Context, st *cairn.State) error {
-		var err error
-		at, ok, err = st.Alarm()
-		return err
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return at, ok
-}
-
 // tableAPI is one face of the lock table: its Go API or its HTTP API. call
 // runs op (acquire, renew, release, cancel or inspect) on the lock named
 // lock and returns its result (an AcquireResult, ReleaseResult,
@@ -179,17 +163,6 @@ func goAcquire(api tableAPI, lock string, a coord.AcquireArgs) <-chan tableAcqui
 	return ch
 }
 
-func awaitAcquired(tb testing.TB, ch <-chan tableAcquired, what string) tableAcquired {
-	tb.Helper()
-	select {
-	case r := <-ch:
-		return r
-	case <-time.After(10 * time.Second):
-		tb.Fatalf("timed out waiting for %s", what)
-		return tableAcquired{}
-	}
-}
-
 // TestLockTableSemantics proves that a lock of the table behaves as a Lock
 // object does, through the Go API and through HTTP alike: one holder, a
 // conflict (409) when held and not waiting, FIFO waiters granted in turn
@@ -281,7 +254,7 @@ func testTableSemantics(t *testing.T, api tableAPI) {
 	prev := coord.ReleaseArgs{Owner: "o1", Token: ga.Token}
 	for i, o := range owners {
 		release(a, prev)
-		got := awaitAcquired(t, chans[i], o)
+		got := await(t, chans[i], o)
 		if want := ga.Token + int64(i) + 1; got.err != nil || got.res.Owner != o || got.res.Token != want {
 			t.Fatalf("grant %d: got %+v %v, want %s with token %d", i, got.res, got.err, o, want)
 		}
@@ -340,7 +313,7 @@ func testTableSemantics(t *testing.T, api tableAPI) {
 	if res := tableMust[coord.CancelResult](t, api, a, "cancel", coord.CancelArgs{Owner: "cw", RequestID: "cw1"}); res.Canceled != 1 || res.Released {
 		t.Fatalf("cancel of a waiter: got %+v, want 1 canceled, nothing released", res)
 	}
-	wantCode(t, "canceled acquire", awaitAcquired(t, ch, "cw").err, cairn.Conflict)
+	wantCode(t, "canceled acquire", await(t, ch, "cw").err, cairn.Conflict)
 	info = inspect(a)
 	held("after the waiter's cancel", info, "h", gh.Token, 7)
 	if len(info.Waiters) != 0 {
@@ -591,7 +564,7 @@ func TestLockTableExpiryByAlarm(t *testing.T) {
 			// machine was so slow that it already lapsed, and the alarm
 			// moved on).
 			exp := time.UnixMilli(g.ExpiresAt)
-			if at, ok := shardAlarm(t, sh); (!ok || at.After(exp)) && time.Now().Before(exp) {
+			if at, ok := objectAlarm(t, sh); (!ok || at.After(exp)) && time.Now().Before(exp) {
 				t.Fatalf("after the grant of %s (TTL %v): alarm %v (set: %v), want by its expiry %v", names[i], ttl, at, ok, exp)
 			}
 		}
@@ -622,7 +595,7 @@ func TestLockTableExpiryByAlarm(t *testing.T) {
 			}
 			t.Logf("%s lapsed %v after its acquire (TTL %v), %v after its expiry", names[i], d, ttls[i], at.Sub(time.UnixMilli(grants[i].ExpiresAt)))
 		}
-		w := awaitAcquired(t, waiter, "the waiter")
+		w := await(t, waiter, "the waiter")
 		if w.err != nil || w.res.Owner != "waiter" || w.res.Token != grants[1].Token+1 {
 			t.Fatalf("the waiter: %+v %v, want a grant with token %d", w.res, w.err, grants[1].Token+1)
 		}
@@ -640,7 +613,7 @@ func TestLockTableExpiryByAlarm(t *testing.T) {
 			}
 		}
 		// The alarm was set again, for the one lease left.
-		if at, ok := shardAlarm(t, sh); !ok || at.After(time.UnixMilli(w.res.ExpiresAt)) || !at.After(time.Now()) {
+		if at, ok := objectAlarm(t, sh); !ok || at.After(time.UnixMilli(w.res.ExpiresAt)) || !at.After(time.Now()) {
 			t.Errorf("alarm after the lapses: %v (set: %v), want by the waiter's expiry %v", at, ok, time.UnixMilli(w.res.ExpiresAt))
 		}
 		// The lapsed holders are fenced off.
@@ -767,7 +740,7 @@ func TestLockTableDisconnectLeavesQueue(t *testing.T) {
 		t.Fatalf("left in line: %+v, want c", info.Waiters)
 	}
 	mustPost[coord.ReleaseResult](t, base+"/release", coord.ReleaseArgs{Owner: "a", Token: g.Token})
-	r := awaitAcquired(t, next, "c's acquire")
+	r := await(t, next, "c's acquire")
 	if r.err != nil || r.res.Owner != "c" {
 		t.Fatalf("after b left: %+v %v, want c to get the lock", r.res, r.err)
 	}
@@ -798,7 +771,7 @@ func TestLockTableDisconnectLeavesQueue(t *testing.T) {
 		if err := <-rel; err != nil {
 			t.Fatal(err)
 		}
-		if r := awaitAcquired(t, answered, "d"); r.err == nil {
+		if r := await(t, answered, "d"); r.err == nil {
 			if _, err := locks.Release(context.Background(), "res", coord.ReleaseArgs{Owner: "d", Token: r.res.Token}); err != nil {
 				t.Fatalf("release by d, whose call said it got token %d: %v", r.res.Token, err)
 			}
