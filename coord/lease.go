@@ -139,8 +139,9 @@ type leases struct {
 	dirty   bool // the current operation wrote: see finish
 	records int  // request records written by this instance, to prune now and then
 
-	mu     sync.Mutex // guards every lease's waiters: touched by handlers inside Release
-	byName map[string]*lease
+	mu      sync.Mutex // guards every lease's waiters: touched by handlers inside Release
+	byName  map[string]*lease
+	pruneAt int // the size of byName at which get drops idle leases next (at least maxIdleLeases)
 }
 
 // lease is one lease of an object.
@@ -180,8 +181,9 @@ func newLease(st *cairn.State) (*lease, error) {
 
 // maxIdleLeases bounds the leases a LockTable keeps in memory with nobody
 // waiting for them: past it, they are dropped (and read again when asked
-// for), so that memory does not grow with every lock name ever used.
-const maxIdleLeases = 4096
+// for), so that memory does not grow with every lock name ever used. A
+// variable for tests.
+var maxIdleLeases = 4096
 
 // get returns the lease named name, creating its memory if needed. Turn
 // holder only.
@@ -189,7 +191,7 @@ func (t *leases) get(name string) *lease {
 	if l := t.byName[name]; l != nil {
 		return l
 	}
-	if len(t.byName) >= maxIdleLeases {
+	if len(t.byName) >= max(t.pruneAt, maxIdleLeases) {
 		t.mu.Lock()
 		for n, l := range t.byName {
 			if len(l.waiters) == 0 {
@@ -197,6 +199,9 @@ func (t *leases) get(name string) *lease {
 			}
 		}
 		t.mu.Unlock()
+		// Leases with waiters stay: if they are many, look again only
+		// once as many more were added, not on every call.
+		t.pruneAt = 2 * len(t.byName)
 	}
 	l := &lease{leases: t, name: name, waiters: make(map[int64]*leaseWaiter)}
 	t.byName[name] = l

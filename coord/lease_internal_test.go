@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -152,4 +153,99 @@ func stubOf(tb testing.TB, rt *cairn.Runtime, ns, name string) *cairn.Stub {
 		tb.Fatal(err)
 	}
 	return s
+}
+
+// TestLockTableDropsIdleLeases proves that a shard's memory of leases stays
+// bounded (maxIdleLeases) as locks of ever new names come and go, and that
+// a lease whose memory was dropped is read again intact: its next token
+// follows its last. It also shows that leases with waiters are kept.
+func TestLockTableDropsIdleLeases(t *testing.T) {
+	defer func(n int) { maxIdleLeases = n }(maxIdleLeases)
+	maxIdleLeases = 64
+	var shard *LockTable
+	class := LockTableClass
+	class.New = func(st *cairn.State) (any, error) {
+		v, err := LockTableClass.New(st)
+		if err == nil {
+			shard = v.(*LockTable)
+		}
+		return v, err
+	}
+	eng, err := sqlite.Open(t.TempDir(), cairn.Process)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := cairn.NewRuntime(eng)
+	if _, err := rt.Register("locks", class); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer closeOn(t, rt)
+	locks, err := NewLocks(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cycle := func(name string) int64 {
+		t.Helper()
+		g, err := locks.Acquire(ctx, name, AcquireArgs{Owner: "o", TTLMs: 60000})
+		if err != nil {
+			t.Fatalf("acquire %s: %v", name, err)
+		}
+		if _, err := locks.Release(ctx, name, ReleaseArgs{Owner: "o", Token: g.Token}); err != nil {
+			t.Fatalf("release %s: %v", name, err)
+		}
+		return g.Token
+	}
+	cycle("first")
+	cycle("first")
+	// A lease with a waiter: held by "h", waited for by "w".
+	held, err := locks.Acquire(ctx, "held", AcquireArgs{Owner: "h", TTLMs: 60000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		_, err := locks.Acquire(ctx, "held", AcquireArgs{Owner: "w", TTLMs: 60000, WaitMs: 60000})
+		waited <- err
+	}()
+	for {
+		info, err := locks.Inspect(ctx, "held")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info.Waiters) == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i := range maxIdleLeases + 100 {
+		cycle("n" + strconv.Itoa(i))
+	}
+	var n int
+	var waiterKept bool
+	if err := stubOf(t, rt, "locks", LockShard("first")).Run(ctx, func(ctx context.Context, st *cairn.State) error {
+		n = len(shard.t.byName)
+		waiterKept = shard.t.byName["held"] != nil
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n >= maxIdleLeases {
+		t.Errorf("%d leases in memory after %d names, want fewer than %d", n, maxIdleLeases+103, maxIdleLeases)
+	}
+	if !waiterKept {
+		t.Error("the lease with a waiter was dropped from memory")
+	}
+	if tok := cycle("first"); tok != 3 {
+		t.Errorf("token of \"first\" after its memory was dropped: %d, want 3", tok)
+	}
+	if _, err := locks.Release(ctx, "held", ReleaseArgs{Owner: "h", Token: held.Token}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Errorf("the waiter of \"held\": %v, want the grant", err)
+	}
 }
