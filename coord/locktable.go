@@ -4,7 +4,9 @@ import (
 	"context"
 	"hash/fnv"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/cairn-dev/cairn"
 )
@@ -41,10 +43,12 @@ func LockShard(name string) string {
 //	POST /v1/locks/{name}/release  ReleaseArgs  -> ReleaseResult
 //	POST /v1/locks/{name}/cancel   CancelArgs   -> CancelResult
 //	GET  /v1/locks/{name}          LockInfo
+//	GET  /v1/locks?after=&limit=   TableListResult: the locks by name
 //
 // RPC, on object LockShard(name): Acquire (TableAcquireArgs), Renew
 // (TableRenewArgs), Release (TableReleaseArgs), Cancel (TableCancelArgs),
-// Inspect (TableInspectArgs). A shard refuses a lock that is not its own.
+// Inspect (TableInspectArgs), List (TableListArgs: that shard's locks). A
+// shard refuses a lock that is not its own.
 var LockTableClass = cairn.Class{
 	New: func(st *cairn.State) (any, error) {
 		t, err := newLeases(st)
@@ -148,6 +152,75 @@ func (x *LockTable) Inspect(ctx context.Context, a TableInspectArgs) (LockInfo, 
 	return lockInspect(ctx, l)
 }
 
+// TableListArgs page through a shard's locks, by name.
+type TableListArgs struct {
+	After string `json:"after,omitempty"` // names after this one
+	Limit int    `json:"limit,omitempty"` // 1 to MaxListLimit; 0 for DefaultListLimit
+}
+
+// TableLock is one lock in a listing.
+type TableLock struct {
+	Name      string  `json:"name"`
+	Holder    *Holder `json:"holder"`     // null if free (or its lease lapsed)
+	LastToken int64   `json:"last_token"` // the highest token ever granted
+	Waiters   int     `json:"waiters"`    // requests waiting in line
+}
+
+// TableListResult is a page of locks; Next, if not empty, is the After of
+// the next page.
+type TableListResult struct {
+	Locks []TableLock `json:"locks"`
+	Next  string      `json:"next,omitempty"`
+}
+
+// Listing bounds.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+func (a *TableListArgs) check() error {
+	if err := checkID("after", a.After, false); err != nil {
+		return err
+	}
+	switch {
+	case a.Limit == 0:
+		a.Limit = DefaultListLimit
+	case a.Limit < 0 || a.Limit > MaxListLimit:
+		return cairn.Errorf(cairn.Invalid, "limit must be 1 to %d", MaxListLimit)
+	}
+	return nil
+}
+
+// List returns the shard's locks with names after a.After, in name order:
+// every name ever acquired or waited for. It reads only: a lease that
+// lapsed shows as free, as Inspect would show it, without being cleared.
+func (x *LockTable) List(ctx context.Context, a TableListArgs) (TableListResult, error) {
+	if err := a.check(); err != nil {
+		return TableListResult{}, err
+	}
+	now := x.st.Now().UnixMilli()
+	rows, err := x.st.Query(`SELECT l.name, l.last_token, l.owner, l.token, l.expires_at, l.acquired_at,
+		(SELECT COUNT(*) FROM lease_waiters w WHERE w.name = l.name AND w.granted IS NULL)
+		FROM leases l WHERE l.name > ? ORDER BY l.name LIMIT ?`, a.After, a.Limit+1)
+	if err != nil {
+		return TableListResult{}, err
+	}
+	res := TableListResult{Locks: make([]TableLock, 0, min(len(rows.Values), a.Limit))}
+	for i, v := range rows.Values {
+		if i == a.Limit {
+			res.Next = res.Locks[i-1].Name
+			break
+		}
+		l := TableLock{Name: str(v[0]), LastToken: i64(v[1]), Waiters: int(i64(v[6]))}
+		if v[2] != nil && i64(v[4]) > now {
+			l.Holder = &Holder{Owner: str(v[2]), Token: i64(v[3]), ExpiresAt: i64(v[4]), AcquiredAt: i64(v[5])}
+		}
+		res.Locks = append(res.Locks, l)
+	}
+	return res, nil
+}
+
 // Alarm implements cairn.AlarmHandler: every lease of the shard that
 // lapsed is cleared and its lock granted to the next waiter.
 func (x *LockTable) Alarm(ctx context.Context, _ cairn.AlarmInfo) error {
@@ -220,13 +293,64 @@ func (l *Locks) Inspect(ctx context.Context, name string) (LockInfo, error) {
 	return res, err
 }
 
+// List returns the locks of the table with names after after, in name
+// order, limit at most (0: DefaultListLimit): every shard's page, merged.
+func (l *Locks) List(ctx context.Context, after string, limit int) (TableListResult, error) {
+	a := TableListArgs{After: after, Limit: limit}
+	if err := a.check(); err != nil {
+		return TableListResult{}, err
+	}
+	var all []TableLock
+	more := false
+	for i := range LockShards {
+		stub, err := l.ns.GetByName("shard-" + strconv.Itoa(i))
+		if err != nil {
+			return TableListResult{}, err
+		}
+		var page TableListResult
+		if err := stub.Call(ctx, "List", a, &page); err != nil {
+			return TableListResult{}, err
+		}
+		all = append(all, page.Locks...)
+		more = more || page.Next != ""
+	}
+	slices.SortFunc(all, func(x, y TableLock) int { return strings.Compare(x.Name, y.Name) })
+	res := TableListResult{Locks: all}
+	if len(all) > a.Limit {
+		res.Locks, more = all[:a.Limit], true
+	}
+	if more && len(res.Locks) > 0 {
+		// Each shard's page holds its first Limit names after After, so
+		// the first Limit of all of them are the table's.
+		res.Next = res.Locks[len(res.Locks)-1].Name
+	}
+	return res, nil
+}
+
 // LocksRoutes are the patterns Locks serves, relative to the server root.
-var LocksRoutes = []string{"/v1/locks/{name}", "/v1/locks/{name}/{op}"}
+var LocksRoutes = []string{"/v1/locks", "/v1/locks/{name}", "/v1/locks/{name}/{op}"}
 
 // ServeHTTP serves the lock table's HTTP API (LocksRoutes): the lock's
 // name is the path segment after /v1/locks/.
 func (l *Locks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if r.URL.Path == "/v1/locks" {
+		get(w, r, func() (TableListResult, error) {
+			q := r.URL.Query()
+			limit := 0
+			if s := q.Get("limit"); s != "" {
+				n, err := strconv.Atoi(s)
+				if err != nil {
+					return TableListResult{}, cairn.Errorf(cairn.Invalid, "limit must be a number")
+				}
+				if limit = n; limit == 0 {
+					limit = -1 // an explicit 0 is out of range, not the default
+				}
+			}
+			return l.List(ctx, q.Get("after"), limit)
+		})
+		return
+	}
 	name := r.PathValue("name")
 	switch r.PathValue("op") {
 	case "acquire":
