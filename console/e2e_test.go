@@ -228,6 +228,13 @@ func startServer(tb testing.TB, secret string) *testServer {
 		{Pattern: "GET /{$}", Handler: h, Public: true, Name: "console"},
 		{Pattern: "GET " + console.Prefix, Handler: h, Public: true, Name: "console"},
 	}
+	locks, err := coord.NewLocks(rt)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, p := range coord.LocksRoutes {
+		srv.Routes = append(srv.Routes, cairnhttp.Route{Pattern: p, Handler: locks, Namespace: "locks", Name: "locks"})
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -370,6 +377,10 @@ FROM c`, "args": []any{bigN}}, 200)
 
 	// Coordination.
 	s.do(tb, "POST", "/v1/objects/lock/reports/acquire", map[string]any{"owner": "agent-1", "ttl_ms": 600000}, 200)
+	// Two locks of the lock table: one held, one acquired and released.
+	s.do(tb, "POST", "/v1/locks/reports-table/acquire", map[string]any{"owner": "agent-2", "ttl_ms": 600000}, 200)
+	s.do(tb, "POST", "/v1/locks/reports-done/acquire", map[string]any{"owner": "agent-3", "ttl_ms": 600000}, 200)
+	s.do(tb, "POST", "/v1/locks/reports-done/release", map[string]any{"owner": "agent-3", "token": 1}, 200)
 	s.do(tb, "POST", "/v1/objects/leader/main/campaign", map[string]any{"candidate": "node-a", "ttl_ms": 600000}, 200)
 	s.do(tb, "POST", "/v1/objects/presence/lobby/heartbeat", map[string]any{"member": "ann", "ttl_ms": 600000, "metadata": map[string]string{"status": "reviewing"}}, 200)
 	q := "/v1/objects/queue/jobs/"

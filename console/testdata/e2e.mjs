@@ -524,6 +524,14 @@ async function schedules(page) {
 
 async function coordination(page) {
   await go(page, '#/coord', 'Coordination');
+  await page.locator('table.coord-locks td', { hasText: 'agent-2' }).waitFor();
+  const locks = await page.locator('table.coord-locks tbody tr').count();
+  const held = await page.locator('table.coord-locks tbody tr', { hasText: 'reports-table' }).locator('td').allTextContents();
+  const done = await page.locator('table.coord-locks tbody tr', { hasText: 'reports-done' }).locator('td').allTextContents();
+  assert(locks === 2, `the lock table lists its 2 locks (and not its shard objects), not ${locks}`);
+  assert(held.length === 5 && held[1] === 'agent-2' && held[2] === '1' && held[3].startsWith('in ') && held[4] === '0',
+    'lock table reports-table: held by agent-2, token 1, expiring, no waiters: ' + held.join('|'));
+  assert(done.join('|') === 'reports-done|free|last 1|–|0', 'lock table reports-done: free, last token 1: ' + done.join('|'));
   await page.locator('table.coord-lock td', { hasText: 'agent-1' }).waitFor();
   await page.locator('table.coord-leader td', { hasText: 'node-a' }).waitFor();
   await page.locator('table.coord-presence a', { hasText: 'lobby' }).waitFor();
@@ -531,12 +539,16 @@ async function coordination(page) {
   await q.waitFor();
   const cells = await q.locator('td').allTextContents();
   assert(cells.join('|') === 'jobs|3|2|0|1|1', 'queue jobs: depth 3, ready 2, delayed 0, in flight 1, dead 1: ' + cells.join('|'));
-  await shot(page, '6-coordination', 'Coordination: locks, leaders, presence rooms, queues');
+  await shot(page, '6-coordination', 'Coordination: the lock table, lock objects, leaders, presence rooms, queues');
 
   await go(page, '#/coord/queue/jobs', 'jobs');
   await page.getByRole('cell', { name: '<b>broken</b> input' }).waitFor();
   await go(page, '#/coord/lock/reports', 'reports');
   await page.getByText('agent-1').waitFor();
+  await go(page, '#/coord/locks/reports-table', 'reports-table');
+  await page.getByText('agent-2').waitFor();
+  await go(page, '#/coord/locks/reports-done', 'reports-done');
+  await page.getByText('nobody (free)').waitFor();
 
   // A member appears and expires, live, without a reload.
   await go(page, '#/coord/presence/standup', 'standup');

@@ -1,14 +1,29 @@
-// Coordination: locks, leaders, presence rooms and queues. The objects of
-// each namespace come from the admin listing (paged); each row's state from
-// the object's own inspect route, refreshed while shown. A presence room's
-// page follows its change feed (SSE) so members appear and leave live.
+// Coordination: the lock table, lock objects, leaders, presence rooms and
+// queues. The objects of each namespace come from the admin listing (paged);
+// each row's state from the object's own inspect route, refreshed while
+// shown. The lock table's locks are rows of a few shard objects, not objects:
+// they and their state come from the table's own listing (GET /v1/locks),
+// and a lock's page from GET /v1/locks/{name}. A presence room's page
+// follows its change feed (SSE) so members appear and leave live.
 
 import { api, request, events, seg, pool } from './api.js';
 import { h, clear, table, link, errorBox, timeEl, fmtNum, fmtAgo, fmtTime, pretty } from './dom.js';
 
 const KINDS = {
+  // The lock table: list (a page of rows with their state) and url (a
+  // lock's inspect route) stand for the admin listing and objURL.
+  locks: {
+    title: 'Lock table', one: 'Lock of the lock table', empty: 'The lock table has no locks yet.', all: 'The whole lock table →',
+    list: (after, size) => `/v1/locks?limit=${size}&after=${encodeURIComponent(after)}`,
+    url: (name) => `/v1/locks/${seg(name)}`,
+    headers: ['Lock', 'Holder', 'Token', 'Expires', 'Waiters'],
+    row: (name, s) => [link(['coord', 'locks', name], name),
+      s.holder ? s.holder.owner : h('span', { class: 'muted' }, 'free'),
+      s.holder ? fmtNum(s.holder.token) : h('span', { class: 'muted' }, `last ${fmtNum(s.last_token)}`),
+      s.holder ? countdown(s.holder.expires_at) : '–', fmtNum(s.waiters)],
+  },
   lock: {
-    title: 'Locks', one: 'Lock', path: '/inspect',
+    title: 'Lock objects', one: 'Lock', path: '/inspect',
     headers: ['Resource', 'Holder', 'Token', 'Expires', 'Waiters'],
     row: (name, s) => [link(['coord', 'lock', name], name),
       s.holder ? s.holder.owner : h('span', { class: 'muted' }, 'free'),
@@ -57,7 +72,7 @@ export async function render(ctx) {
   if (kind) ctx.main.append(h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, link(['coord'], 'Coordination'), ' / ', KINDS[kind].title));
   ctx.main.append(h('h1', null, kind ? KINDS[kind].title : 'Coordination'));
   if (!kind) {
-    ctx.main.append(h('p', { class: 'muted' }, 'The objects of the lock, leader, presence and queue namespaces, with their state, refreshed every 3 s.'));
+    ctx.main.append(h('p', { class: 'muted' }, 'The locks of the lock table and the objects of the lock, leader, presence and queue namespaces, with their state, refreshed every 3 s.'));
   }
   for (const k of kind ? [kind] : Object.keys(KINDS)) section(ctx, k, kind ? 50 : 20, !kind);
   ctx.every(1000, async () => tick(ctx.main));
@@ -68,35 +83,49 @@ function section(ctx, kind, size, summary) {
   const box = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
   const prev = h('button', { type: 'button', disabled: true }, '← Previous');
   const next = h('button', { type: 'button', disabled: true }, 'Next →');
-  const more = h('p', { hidden: true }, link(['coord', kind], `All ${K.title.toLowerCase()} →`));
+  const more = h('p', { hidden: true }, link(['coord', kind], K.all ?? `All ${K.title.toLowerCase()} →`));
   const sec = h('section', { class: 'panel', 'aria-labelledby': 'sec-' + kind },
     summary ? h('h2', { id: 'sec-' + kind }, K.title) : h('h2', { id: 'sec-' + kind, class: 'visually-hidden' }, K.title),
     box, summary ? more : h('div', { class: 'pager' }, prev, next));
   ctx.main.append(sec);
 
   const stack = [];
-  let cursor = '';
+  let cursor = ''; // the page shown
   let nextCursor = '';
+  let asked = ''; // the page last asked for
   let names = [];
-  async function load(after) {
-    const r = await api(`/v1/admin/namespaces/${kind}/objects?limit=${size}&after=${encodeURIComponent(after)}`, { signal: ctx.signal });
+  let listed = null; // the lock table's rows of names, which carry their state
+  let loads = 0; // pages asked for: only the last one shows
+  let at = 0; // the page of names
+  async function load(after, again) {
+    const n = again ? loads : ++loads;
+    if (!again) asked = after;
+    const r = await api(K.list ? K.list(after, size) : `/v1/admin/namespaces/${kind}/objects?limit=${size}&after=${encodeURIComponent(after)}`, { signal: ctx.signal });
+    if (n !== loads) return;
     cursor = after;
-    nextCursor = r.next;
-    names = r.objects.map((o) => o.name).filter((n) => n !== '');
+    nextCursor = r.next || '';
+    at = n;
+    listed = K.list ? r.locks : null;
+    names = K.list ? r.locks.map((l) => l.name) : r.objects.map((o) => o.name).filter((o) => o !== '');
     prev.disabled = stack.length === 0;
     next.disabled = !r.next;
     more.hidden = !r.next;
-    await refresh();
+    await show(n);
   }
-  async function refresh() {
-    if (!names.length) { clear(box).append(h('p', { class: 'muted' }, `No ${K.title.toLowerCase()} yet.`)); return; }
-    const states = await pool(names, 6, (n) => api(objURL(kind, n, K.path), { signal: ctx.signal }));
-    if (ctx.signal.aborted) return;
+  async function show(n) {
+    if (n !== loads) return;
+    if (!names.length) { clear(box).append(h('p', { class: 'muted' }, K.empty ?? `No ${K.title.toLowerCase()} yet.`)); return; }
+    const shown = names;
+    const states = listed ?? await pool(shown, 6, (o) => api(objURL(kind, o, K.path), { signal: ctx.signal }));
+    if (ctx.signal.aborted || n !== loads) return;
     clear(box).append(table({ text: K.title, hidden: true }, K.headers,
-      names.map((n, i) => (states[i] instanceof Error
-        ? [link(['coord', kind, n], n), h('span', { class: 'error' }, states[i].message)]
-        : K.row(n, states[i]))), { class: 'coord-' + kind }));
+      shown.map((o, i) => (states[i] instanceof Error
+        ? [link(['coord', kind, o], o), h('span', { class: 'error' }, states[i].message)]
+        : K.row(o, states[i]))), { class: 'coord-' + kind }));
   }
+  // A refresh inspects the objects shown again; the lock table's page is
+  // listed again, state and all.
+  const refresh = () => (K.list ? load(asked, true) : show(at));
   prev.addEventListener('click', () => load(stack.pop() ?? ''));
   next.addEventListener('click', () => { stack.push(cursor); load(nextCursor); });
   load('').then(() => ctx.every(3000, refresh), (e) => { if (!ctx.signal.aborted) clear(box).append(errorBox(e)); });
@@ -109,15 +138,17 @@ async function detail(ctx, kind, name) {
   ctx.main.append(
     h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, link(['coord'], 'Coordination'), ' / ', link(['coord', kind], K.title), ' / ', name),
     h('h1', null, name),
-    h('p', { class: 'muted' }, K.one, ' · object ', link(['objects', kind, 'o', name], kind + '/' + name)));
+    K.url
+      ? h('p', { class: 'muted' }, K.one, ' · a row of a shard object of namespace ', link(['objects', kind], kind))
+      : h('p', { class: 'muted' }, K.one, ' · object ', link(['objects', kind, 'o', name], kind + '/' + name)));
   const box = h('div');
   ctx.main.append(box);
   ctx.every(1000, async () => tick(ctx.main));
   if (kind === 'presence') return presence(ctx, name, box);
   if (kind === 'queue') return queue(ctx, name, box);
   ctx.every(2000, async () => {
-    const s = await api(objURL(kind, name, '/inspect'), { signal: ctx.signal });
-    clear(box).append(kind === 'lock' ? lockView(s) : leaderView(s));
+    const s = await api(K.url ? K.url(name) : objURL(kind, name, '/inspect'), { signal: ctx.signal });
+    clear(box).append(kind === 'leader' ? leaderView(s) : lockView(s));
   });
 }
 
