@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"strconv"
 	"strings"
@@ -32,6 +33,7 @@ const coordHelp = `Usage:
   cairn lock cancel RESOURCE --owner ID --request-id R
   cairn lock inspect RESOURCE
   cairn locks acquire|renew|release|cancel|inspect NAME ...   the same, on the lock table (/v1/locks)
+  cairn locks list [--after NAME] [--limit N]   the lock table's locks by name
 
   cairn leader campaign GROUP --candidate ID --ttl 30s [--wait 10s] [--request-id R]
   cairn leader renew GROUP --candidate ID --term N --ttl 30s
@@ -66,10 +68,11 @@ Exit codes: 0 ok, 1 failure or unreachable, 2 usage, 3 not found,
 // coordVerb is one coordination subcommand: its positional arguments
 // after the resource name, the flags it takes and what it does.
 type coordVerb struct {
-	args  int      // positional arguments after NAME (at most)
-	flags []string // names from coordFlags
-	need  []string // required flags
-	run   func(ctx context.Context, c *coordCmd) error
+	noName bool     // takes no NAME (nor arguments): lists the namespace
+	args   int      // positional arguments after NAME (at most)
+	flags  []string // names from coordFlags
+	need   []string // required flags
+	run    func(ctx context.Context, c *coordCmd) error
 }
 
 // coordCmd is a parsed coordination command.
@@ -86,6 +89,7 @@ type coordCmd struct {
 	ttl, wait, delay, visibility, backoff, maxBackoff                        time.Duration
 	token, term, id, after                                                   int64
 	max, limit, maxAttempts                                                  int
+	afterName                                                                string // --after of locks list
 }
 
 var coordVerbs = map[string]map[string]coordVerb{
@@ -119,7 +123,12 @@ var coordVerbs = map[string]map[string]coordVerb{
 	},
 }
 
-func init() { coordVerbs["locks"] = coordVerbs["lock"] }
+// The lock table takes the verbs of a lock object on its locks, and lists
+// them.
+func init() {
+	coordVerbs["locks"] = maps.Clone(coordVerbs["lock"])
+	coordVerbs["locks"]["list"] = coordVerb{noName: true, flags: []string{"after", "limit"}, run: locksList}
+}
 
 // define declares the flag name on fs, bound to its field of c.
 func (c *coordCmd) define(fs *flag.FlagSet, name string) {
@@ -159,7 +168,11 @@ func (c *coordCmd) define(fs *flag.FlagSet, name string) {
 	case "id":
 		fs.Int64Var(&c.id, name, 0, "the message id")
 	case "after":
-		fs.Int64Var(&c.after, name, 0, "only ids greater than this")
+		if c.ns == "locks" {
+			fs.StringVar(&c.afterName, name, "", "only locks whose names sort after this one (the cursor a page ends with)")
+		} else {
+			fs.Int64Var(&c.after, name, 0, "only ids greater than this")
+		}
 	case "max":
 		fs.IntVar(&c.max, name, 0, "claim up to this many messages, 1 to 100 (default 1)")
 	case "limit":
@@ -171,7 +184,7 @@ func (c *coordCmd) define(fs *flag.FlagSet, name string) {
 	}
 }
 
-// runCoord runs `cairn lock|leader|presence|queue VERB NAME ...`.
+// runCoord runs `cairn lock|locks|leader|presence|queue VERB [NAME] ...`.
 func (m *Main) runCoord(ctx context.Context, ns string, args []string) int {
 	usageErr := func(format string, a ...any) int {
 		if format != "" {
@@ -205,10 +218,16 @@ func (m *Main) runCoord(ctx context.Context, ns string, args []string) int {
 	}
 	fs.Visit(func(f *flag.Flag) { c.set[f.Name] = true })
 	pos := fs.Args()
-	if len(pos) < 1 || len(pos) > 1+verb.args {
+	switch {
+	case verb.noName:
+		if len(pos) > 0 {
+			return usageErr("%s takes no name", verbName)
+		}
+	case len(pos) < 1 || len(pos) > 1+verb.args:
 		return usageErr("%s takes a name%s", verbName, map[bool]string{true: " and at most one argument", false: ""}[verb.args > 0])
+	default:
+		c.name, c.args = pos[0], pos[1:]
 	}
-	c.name, c.args = pos[0], pos[1:]
 	for _, f := range verb.need {
 		if !c.set[f] {
 			return usageErr("%s needs --%s", verbName, f)
@@ -259,6 +278,11 @@ func (c *coordCmd) path(op string) string {
 // answer into out. With --json it prints the answer as the server sent it
 // and returns printed true: the caller prints nothing more.
 func (c *coordCmd) call(ctx context.Context, op string, v, out any) (printed bool, err error) {
+	return c.callPath(ctx, c.path(op), v, out)
+}
+
+// callPath is call on the route at path.
+func (c *coordCmd) callPath(ctx context.Context, path string, v, out any) (printed bool, err error) {
 	method, body := "GET", []byte(nil)
 	if v != nil {
 		method = "POST"
@@ -266,12 +290,12 @@ func (c *coordCmd) call(ctx context.Context, op string, v, out any) (printed boo
 			return false, err
 		}
 	}
-	raw, err := c.c.Do(ctx, method, c.path(op), body, "application/json")
+	raw, err := c.c.Do(ctx, method, path, body, "application/json")
 	if err != nil {
 		return false, err
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return false, fmt.Errorf("decode answer of %s: %w", op, err)
+		return false, fmt.Errorf("decode answer of %s: %w", path, err)
 	}
 	if c.cf.json {
 		c.m.Stdout.Write(raw)
@@ -378,6 +402,43 @@ func lockInspect(ctx context.Context, c *coordCmd) error {
 	}
 	c.printf("last token: %d\n", info.LastToken)
 	printWaiters(c, "waiters", info.Waiters)
+	return nil
+}
+
+// locksList prints a page of the lock table's locks, and the --after of
+// the next page (on standard error) if there is one.
+func locksList(ctx context.Context, c *coordCmd) error {
+	q := url.Values{}
+	if c.set["after"] {
+		q.Set("after", c.afterName)
+	}
+	if c.set["limit"] {
+		q.Set("limit", strconv.Itoa(c.limit))
+	}
+	p := "/v1/locks"
+	if len(q) > 0 {
+		p += "?" + q.Encode()
+	}
+	var r coord.TableListResult
+	printed, err := c.callPath(ctx, p, nil, &r)
+	if err != nil || printed {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tHOLDER\tTOKEN\tEXPIRES\tWAITERS")
+	for _, l := range r.Locks {
+		holder, token, expires := "(free)", fmt.Sprintf("(last %d)", l.LastToken), "-"
+		if h := l.Holder; h != nil {
+			holder, token, expires = h.Owner, strconv.FormatInt(h.Token, 10), when(h.ExpiresAt)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", l.Name, holder, token, expires, l.Waiters)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if r.Next != "" {
+		fmt.Fprintf(c.m.Stderr, "more: --after %s\n", shellQuote(r.Next))
+	}
 	return nil
 }
 

@@ -86,6 +86,88 @@ func TestCoordCommands(t *testing.T) {
 		contains("inspect after cancel", cairn(ExitOK, "lock", "inspect", "other").stdout, "holder:     none")
 	})
 
+	t.Run("lock table", func(t *testing.T) {
+		contains("acquire", cairn(ExitOK, "locks", "acquire", "build", "--owner", "a", "--ttl", "30s").stdout, "acquired build: token 1, owner a")
+		cairn(ExitOK, "locks", "acquire", "deploy prod", "--owner", "b", "--ttl", "30s")
+		cairn(ExitOK, "locks", "release", "deploy prod", "--owner", "b", "--fencing-token", "1")
+		cairn(ExitOK, "locks", "acquire", "release", "--owner", "b", "--ttl", "30s")
+		// c waits in line for build.
+		done := make(chan result, 1)
+		go func() {
+			done <- run(t, env, "", "locks", "acquire", "build", "--owner", "c", "--ttl", "30s", "--wait", "20s")
+		}()
+		waitFor(t, "c waiting in line for build", func() bool {
+			var info coord.LockInfo
+			decode(cairn(ExitOK, "locks", "inspect", "build", "--json"), &info)
+			return len(info.Waiters) == 1
+		})
+
+		r := cairn(ExitOK, "locks", "list")
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if len(lines) != 4 || strings.Join(strings.Fields(lines[0]), " ") != "NAME HOLDER TOKEN EXPIRES WAITERS" {
+			t.Fatalf("locks list: got\n%s\nwant a header and 3 locks", r.stdout)
+		}
+		if f := strings.Fields(lines[1]); len(f) != 5 || f[0] != "build" || f[1] != "a" || f[2] != "1" || !strings.HasSuffix(f[3], "Z") || f[4] != "1" {
+			t.Errorf("locks list: got %q, want build held by a with token 1, an expiry and 1 waiter", lines[1])
+		}
+		if got, want := strings.Join(strings.Fields(lines[2]), " "), "deploy prod (free) (last 1) - 0"; got != want {
+			t.Errorf("locks list: got %q, want %q", got, want)
+		}
+		if f := strings.Fields(lines[3]); len(f) != 5 || f[0] != "release" || f[1] != "b" || f[2] != "1" || f[4] != "0" {
+			t.Errorf("locks list: got %q, want release held by b with token 1", lines[3])
+		}
+		if r.stderr != "" {
+			t.Errorf("locks list: stderr %q, want no next page", r.stderr)
+		}
+
+		var l coord.TableListResult
+		decode(cairn(ExitOK, "locks", "list", "--json"), &l)
+		if len(l.Locks) != 3 || l.Next != "" {
+			t.Fatalf("locks list --json: got %+v, want 3 locks and no next", l)
+		}
+		if b := l.Locks[0]; b.Name != "build" || b.Holder == nil || b.Holder.Owner != "a" || b.Holder.Token != 1 || b.Waiters != 1 {
+			t.Errorf("locks list --json: got %+v, want build held by a, 1 waiter", b)
+		}
+		if d := l.Locks[1]; d.Name != "deploy prod" || d.Holder != nil || d.LastToken != 1 || d.Waiters != 0 {
+			t.Errorf("locks list --json: got %+v, want deploy prod free, last token 1", d)
+		}
+
+		// Page by page, each page's cursor leading to the next.
+		for _, p := range []struct {
+			after, lock, more string
+		}{
+			{"", "build ", "more: --after build\n"},
+			{"build", "deploy prod ", "more: --after 'deploy prod'\n"},
+			{"deploy prod", "release ", ""},
+		} {
+			args := []string{"locks", "list", "--limit", "1"}
+			if p.after != "" {
+				args = append(args, "--after", p.after)
+			}
+			r := cairn(ExitOK, args...)
+			lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+			if len(lines) != 2 || !strings.HasPrefix(lines[1], p.lock) || r.stderr != p.more {
+				t.Errorf("%s: got\n%s\nstderr %q; want the lock %q and %q", strings.Join(args, " "), r.stdout, r.stderr, p.lock, p.more)
+			}
+		}
+		l = coord.TableListResult{}
+		decode(cairn(ExitOK, "locks", "list", "--limit", "1", "--after", "build", "--json"), &l)
+		if len(l.Locks) != 1 || l.Locks[0].Name != "deploy prod" || l.Next != "deploy prod" {
+			t.Errorf("locks list --limit 1 --after build --json: got %+v, want deploy prod and next deploy prod", l)
+		}
+		if r := cairn(ExitOK, "locks", "list", "--after", "release"); strings.Join(strings.Fields(r.stdout), " ") != "NAME HOLDER TOKEN EXPIRES WAITERS" || r.stderr != "" {
+			t.Errorf("locks list --after release: got %q, %q; want the header alone", r.stdout, r.stderr)
+		}
+
+		cairn(ExitUsage, "locks", "list", "build")
+		cairn(ExitUsage, "lock", "list") // lock objects are listed by `cairn objects list lock`
+		cairn(ExitRejected, "locks", "list", "--limit", "0")
+		cairn(ExitRejected, "locks", "list", "--limit", "1001")
+
+		cairn(ExitOK, "locks", "release", "build", "--owner", "a", "--fencing-token", "1")
+		(<-done).want(t, ExitOK, "locks acquire build (waiting)")
+	})
+
 	t.Run("leader", func(t *testing.T) {
 		contains("campaign", cairn(ExitOK, "leader", "campaign", "indexers", "--candidate", "n1", "--ttl", "30s").stdout, "elected n1 in indexers: term 1")
 		r := cairn(ExitConflict, "leader", "campaign", "indexers", "--candidate", "n2", "--ttl", "30s")
