@@ -457,3 +457,70 @@ func TestStateIfMatch(t *testing.T) {
 		t.Fatalf("PUT with If-Match *: %d, ETag %s, %s; want 200, \"4\"", code, etag, b)
 	}
 }
+
+// TestSDKContinuationEndedBeforeProbe proves that a client that approves a
+// tool and then probes for the continuation gets it even if the
+// continuation ended before the probe came (the Node client does exactly
+// this, and a quick reply ends in between): the probe is answered with the
+// ended stream, its acknowledgement replays it whole, and a second probe
+// finds nothing. A socket that did not follow the continuation (one that
+// connects afterwards, as a page load does) is not offered it.
+func TestSDKContinuationEndedBeforeProbe(t *testing.T) {
+	var ran sync.Map
+	e := newSDKEnv(t, "", nil, nil, guardAgent("guard", &ran, time.Hour))
+	ws := wsDial(t, e, "/agents/guard/c")
+	frame(t, ws, "cf_agent_identity")
+	if m := e.send(t, "guard/c", "please use the tool"); m.Status != agent.AwaitingApproval {
+		t.Fatalf("reply %s, want it parked for approval", m.Status)
+	}
+	code, b := e.do(t, "GET", "/v1/agents/guard/c/approvals", nil)
+	var list struct{ Approvals []agent.PendingApproval }
+	if code != http.StatusOK || json.Unmarshal(b, &list) != nil || len(list.Approvals) != 1 {
+		t.Fatalf("GET /approvals: %d %s, want one pending call", code, b)
+	}
+	writeFrame(t, ws, map[string]any{"type": "cf_agent_tool_approval", "toolCallId": list.Approvals[0].ToolCallID, "approved": true})
+	// The continuation streams to the socket live, and ends.
+	var id string
+	for {
+		f := frame(t, ws, "cf_agent_use_chat_response")
+		if f["continuation"] == true && f["done"] == true {
+			id, _ = f["id"].(string)
+			break
+		}
+	}
+	late := wsDial(t, e, "/agents/guard/c")
+	frame(t, late, "cf_agent_identity")
+	writeFrame(t, late, map[string]any{"type": "cf_agent_stream_resume_request", "probeId": "late"})
+	if f := frame(t, late, "cf_agent_stream_resume_none"); f["probeId"] != "late" {
+		t.Errorf("a socket that did not follow the continuation: %v, want resume none", f)
+	}
+
+	writeFrame(t, ws, map[string]any{"type": "cf_agent_stream_resume_request", "probeId": "p1"})
+	f := frame(t, ws, "cf_agent_stream_resuming")
+	if f["id"] != id || f["probeId"] != "p1" {
+		t.Fatalf("probe after the continuation ended: %v, want it offered (id %s)", f, id)
+	}
+	writeFrame(t, ws, map[string]any{"type": "cf_agent_stream_resume_ack", "id": id})
+	var types []string
+	for {
+		f := frame(t, ws, "cf_agent_use_chat_response")
+		if f["id"] != id || f["replay"] != true && f["done"] != true {
+			t.Fatalf("replay frame %v, want a replay of %s (then its end)", f, id)
+		}
+		if body, _ := f["body"].(string); body != "" {
+			var c struct{ Type string }
+			json.Unmarshal([]byte(body), &c)
+			types = append(types, c.Type)
+		}
+		if f["done"] == true {
+			break
+		}
+	}
+	if ct := strings.Join(types, ","); !strings.Contains(ct, "tool-output-available") || !strings.Contains(ct, "text-delta") {
+		t.Errorf("replayed chunks %s, want the tool's output and the model's text", ct)
+	}
+	writeFrame(t, ws, map[string]any{"type": "cf_agent_stream_resume_request", "probeId": "p2"})
+	if f := frame(t, ws, "cf_agent_stream_resume_none"); f["probeId"] != "p2" {
+		t.Errorf("second probe: %v, want resume none (offered once)", f)
+	}
+}

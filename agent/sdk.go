@@ -655,6 +655,7 @@ func (c *chatState) detach(ws *cairn.WebSocket) {
 	for _, st := range []*chatStream{c.active, c.last} {
 		if st != nil {
 			delete(st.attached, ws)
+			delete(st.followers, ws)
 		}
 	}
 }
@@ -696,6 +697,14 @@ func (c *chatState) resumeRequest(ctx context.Context, ws *cairn.WebSocket, prob
 		// replay then brings all of them, in order (a client that saw
 		// later chunks first would take the replayed ones as applied).
 		delete(c.active.attached, ws)
+	case len(c.queued) == 0 && c.last != nil && c.last.followers[ws]:
+		// A continuation this socket followed ended before its probe
+		// came: a client that approved a tool sends the approval and
+		// then probes for the continuation, which ignores the live
+		// chunks until the probe is answered, and a quick reply can end
+		// in between. Offered once: the acknowledgement replays it whole.
+		frame["type"], frame["id"] = frameResuming, c.last.id
+		delete(c.last.followers, ws)
 	case len(c.queued) > 0:
 		frame["type"] = frameStreamPend
 		for id := range c.queued {
@@ -761,6 +770,9 @@ type chatStream struct {
 	attached     map[*cairn.WebSocket]bool
 	ended        bool
 	terminal     [][]byte
+	// followers are the sockets attached when a continuation ended: one
+	// of them that probes afterwards is offered it again (resumeRequest).
+	followers map[*cairn.WebSocket]bool
 }
 
 // frame is the response frame of chunk body number seq.
@@ -1002,6 +1014,9 @@ func (k *socketSink) finishLocked(c *chatState) {
 		for _, f := range st.terminal {
 			q.push(f)
 		}
+	}
+	if st.continuation {
+		st.followers = st.attached
 	}
 	st.attached = nil
 	if c.active == st {
