@@ -45,11 +45,6 @@ type rpcFrame struct {
 // decodeFrame decodes a frame strictly: a member the protocol does not
 // have (a misspelt "args") is an error rather than silently dropped.
 func decodeFrame(b []byte, f *rpcFrame) error {
-	if !utf8.Valid(b) {
-		// encoding/json would read each bad byte as U+FFFD: two names
-		// would become one object.
-		return errors.New("not valid UTF-8")
-	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(f); err != nil {
@@ -177,6 +172,7 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(s.MaxBodyBytes + rpcEnvelopeBytes)
 	sock := &rpcSocket{s: s, conn: c, raw: hw.conn, tok: tok, work: make(chan *rpcJob), done: make(chan struct{}), calls: make(map[string]context.CancelFunc)}
 	sock.ctx, sock.cancel = context.WithCancel(context.Background())
+	go sock.keepalive()
 	if s.Metrics != nil {
 		sock.ok = s.Metrics.requests.WithLabelValues(rpcRoute, "200")
 		sock.latency = s.Metrics.latency.WithLabelValues(rpcRoute)
@@ -188,6 +184,36 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.rpcSockets.remove(sock)
 	sock.serve()
+}
+
+// keepalive pings the client every RPCPingInterval and closes the socket
+// if no pong comes back within the next interval: a client that vanished
+// without closing (its machine died, the network dropped it) then leaves,
+// and its calls are canceled (a waiting acquire leaves the line), sooner
+// than TCP's keepalive would notice.
+func (sock *rpcSocket) keepalive() {
+	iv := sock.s.RPCPingInterval
+	if iv <= 0 {
+		return
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-sock.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(sock.ctx, iv)
+		err := sock.conn.Ping(ctx)
+		cancel()
+		if err != nil {
+			if sock.ctx.Err() == nil {
+				sock.conn.CloseNow() // serve's read fails: it cancels the calls
+			}
+			return
+		}
+	}
 }
 
 // rpcRoute is the route label of RPC calls made over a socket.

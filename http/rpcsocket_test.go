@@ -882,3 +882,43 @@ func FuzzRPCFrame(f *testing.F) {
 		}
 	})
 }
+
+// TestRPCSocketPings proves that the server pings its RPC sockets: a
+// client that stops answering (it never reads, as a vanished machine)
+// is dropped after about two intervals, its waiting call canceled, while
+// a client that reads (the library answers pings as it reads) keeps its
+// call waiting for many intervals.
+func TestRPCSocketPings(t *testing.T) {
+	g := newGates()
+	defer g.open()
+	const iv = 50 * time.Millisecond
+	ts := rpcServer(t, g, serverOptions{tuneSrv: func(s *cairnhttp.Server) { s.RPCPingInterval = iv }})
+
+	alive := rpcDial(t, ts, "")
+	go func() {
+		for {
+			if _, _, err := alive.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	send(t, alive, callFrame(1, "gate", "g", "Wait", "alive"))
+	recv(t, "the live client's Wait to start", g.started)
+
+	dead := rpcDial(t, ts, "") // never reads: no pong
+	send(t, dead, callFrame(1, "gate", "g", "Wait", "dead"))
+	recv(t, "the dead client's Wait to start", g.started)
+	start := time.Now()
+	if got := recv(t, "the dead client's call to be canceled", g.canceled); got != "dead" {
+		t.Fatalf("canceled %q first, want dead", got)
+	}
+	if d := time.Since(start); d > 20*iv {
+		t.Errorf("dropped after %v, want about two ping intervals (%v)", d, 2*iv)
+	}
+	time.Sleep(10 * iv)
+	select {
+	case got := <-g.canceled:
+		t.Errorf("canceled %q too: a client that reads answers the pings", got)
+	default:
+	}
+}

@@ -47,6 +47,10 @@ type Server struct {
 	IdleTimeout       time.Duration
 	// MaxHeaderBytes caps request headers. Default 64 KiB.
 	MaxHeaderBytes int
+	// RPCPingInterval is how often an RPC socket (GET /v1/rpc) is pinged;
+	// one that does not answer within the next interval is closed and
+	// its calls canceled. Default 30 s; 0 or less: no pings.
+	RPCPingInterval time.Duration
 	// Logger receives request errors. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics, if set, is served at /metrics and observes requests.
@@ -94,6 +98,7 @@ func NewServer(rt *cairn.Runtime) *Server {
 		ReadTimeout:       2 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		RPCPingInterval:   30 * time.Second,
 		Logger:            slog.Default(),
 		rt:                rt,
 	}
