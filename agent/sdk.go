@@ -528,11 +528,7 @@ func (c *chatState) pump(stub *cairn.Stub) {
 // runJob runs a job in its own event.
 func (s *session) runJob(r *http.Request, j *job) {
 	c := s.chat()
-	defer func() {
-		c.mu.Lock()
-		delete(c.queued, j.reqID)
-		c.mu.Unlock()
-	}()
+	defer c.jobDone(j.reqID)
 	w := &captureWriter{}
 	sink := s.socketSink(nil, j.reqID, j.ws, j.origin)
 	sink.continuation = j.msgID != ""
@@ -686,6 +682,15 @@ func (c *chatState) cancel(s *session, id string) {
 // resumeRequest answers a client's probe for a stream to resume.
 func (c *chatState) resumeRequest(ctx context.Context, ws *cairn.WebSocket, probe string) {
 	c.mu.Lock()
+	q := c.answerProbeLocked(ws, probe)
+	c.mu.Unlock()
+	q.drain()
+}
+
+// answerProbeLocked queues the answer to probe of ws: the stream to
+// resume, or that one is pending (ws then waits in awaiting), or none.
+// c.mu held; the caller drains the queue it returns.
+func (c *chatState) answerProbeLocked(ws *cairn.WebSocket, probe string) *outQueue {
 	frame := map[string]any{}
 	if probe != "" {
 		frame["probeId"] = probe
@@ -697,7 +702,7 @@ func (c *chatState) resumeRequest(ctx context.Context, ws *cairn.WebSocket, prob
 		// replay then brings all of them, in order (a client that saw
 		// later chunks first would take the replayed ones as applied).
 		delete(c.active.attached, ws)
-	case len(c.queued) == 0 && c.last != nil && c.last.followers[ws]:
+	case c.last != nil && c.last.followers[ws]:
 		// A continuation this socket followed ended before its probe
 		// came: a client that approved a tool sends the approval and
 		// then probes for the continuation, which ignores the live
@@ -717,8 +722,26 @@ func (c *chatState) resumeRequest(ctx context.Context, ws *cairn.WebSocket, prob
 	}
 	q := c.queueLocked(ws)
 	q.push(mustJSON(frame))
+	return q
+}
+
+// jobDone forgets a job that ended. Once none is left and no stream runs,
+// the sockets told that one was pending get their answer now (the job may
+// have ended without a stream, or its stream ended before its probe).
+func (c *chatState) jobDone(reqID string) {
+	c.mu.Lock()
+	delete(c.queued, reqID)
+	var qs []*outQueue
+	if len(c.queued) == 0 && c.active == nil {
+		for ws, probe := range c.awaiting {
+			delete(c.awaiting, ws)
+			qs = append(qs, c.answerProbeLocked(ws, probe))
+		}
+	}
 	c.mu.Unlock()
-	q.drain()
+	for _, q := range qs {
+		q.drain()
+	}
 }
 
 // ack answers a client's acknowledgement of a stream offered for resuming:
