@@ -514,11 +514,13 @@ func (c *chatState) pump(stub *cairn.Stub) {
 		ctx := context.WithValue(context.Background(), jobKey{}, j)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
 		w := &captureWriter{}
-		if err := stub.Fetch(w, req); err != nil && j.ws != nil {
-			// The session could not run it (the runtime is closing).
-			c.mu.Lock()
-			delete(c.queued, j.reqID)
-			c.mu.Unlock()
+		if err := stub.Fetch(w, req); err != nil {
+			// The session could not run it (the runtime is closing):
+			// done all the same, and probes waiting on it are answered.
+			c.jobDone(j.reqID)
+			if j.ws == nil {
+				continue
+			}
 			j.ws.Send(context.Background(), cairn.Message{Text: true, Data: mustJSON(map[string]any{
 				"type": frameChatResponse, "id": j.reqID, "body": cairn.ErrorMessage(err), "done": true, "error": true, "outcome": "error"})})
 		}
