@@ -307,6 +307,11 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 			return err
 		}
 	}
+	locks, err := coord.NewLocks(rt)
+	if err != nil {
+		eng.Close()
+		return err
+	}
 	agents, err := m.agentService(cfg)
 	if err != nil {
 		eng.Close()
@@ -340,10 +345,8 @@ func (m *Main) serve(ctx context.Context, cfg Config, ready chan<- string) error
 	srv.Routes = append(srv.Routes, agentSDKRoutes(agents)...)
 	srv.Routes = append(srv.Routes, mcpRoutes(rt, agents, cfg, logger)...)
 	srv.Routes = append(srv.Routes, consoleRoutes()...)
-	if locks, err := coord.NewLocks(rt); err == nil {
-		for _, p := range coord.LocksRoutes {
-			srv.Routes = append(srv.Routes, cairnhttp.Route{Pattern: p, Handler: locks, Namespace: "locks", Name: "locks"})
-		}
+	for _, p := range coord.LocksRoutes {
+		srv.Routes = append(srv.Routes, cairnhttp.Route{Pattern: p, Handler: locks, Namespace: "locks", Name: "locks"})
 	}
 	closeRuntime := func() error {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
